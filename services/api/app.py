@@ -1,0 +1,47 @@
+"""The api application factory: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Flask, g, request
+from flask_smorest import Api
+
+from services.api import errors, health, runs
+from shared.auth import TokenVerifier
+from shared.celery_app import make_celery
+from shared.config import Settings, load_settings
+from shared.runtime import Runtime
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app; nothing connects until the first request."""
+    settings = settings or load_settings()
+    app = Flask("sandbox_runner_api")
+    app.config.update(
+        API_TITLE="Sandbox Runner",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        # Bodies far beyond the input cap are refused before they are parsed (413).
+        MAX_CONTENT_LENGTH=settings.max_input_bytes * 4 + 64 * 1024,
+    )
+    runtime = Runtime(settings, make_celery("api", settings))
+    app.extensions["sandbox_runtime"] = runtime
+    app.extensions["sandbox_verifier"] = TokenVerifier(settings)
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+
+    @app.after_request
+    def _echo_request_id(response):  # type: ignore[no-untyped-def]
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        return response
+
+    api = Api(app)
+    api.register_blueprint(runs.blp)
+    app.register_blueprint(health.blp)
+    errors.register_error_handlers(app)
+    return app

@@ -1,0 +1,61 @@
+"""Request schemas (marshmallow): unknown fields are refused, every error names its field."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from shared.policy import GUARDRAILS, MINIMUMS
+
+METHOD_ID = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+# A Docker image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path parts.
+IMAGE_REF = (
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+class ResourcesSchema(Schema):
+    """Optional per-run limits; each is checked against the guardrails."""
+
+    class Meta:
+        unknown = RAISE
+
+    cpu = fields.Float(validate=validate.Range(min=MINIMUMS.cpu, max=GUARDRAILS.cpu))
+    memoryMb = fields.Integer(  # noqa: N815 (the API is camelCase)
+        validate=validate.Range(min=MINIMUMS.memory_mb, max=GUARDRAILS.memory_mb))
+    timeoutS = fields.Integer(  # noqa: N815
+        validate=validate.Range(min=MINIMUMS.timeout_s, max=GUARDRAILS.timeout_s))
+
+
+class RunRequestSchema(Schema):
+    """The seed payload of ``POST /api/sandbox/runs``."""
+
+    class Meta:
+        unknown = RAISE
+
+    personaId = fields.UUID(required=True)  # noqa: N815
+    methodId = fields.String(  # noqa: N815
+        required=True,
+        validate=[validate.Length(max=128),
+                  validate.Regexp(METHOD_ID, error="must look like adapter.method")],
+    )
+    adapterImage = fields.String(  # noqa: N815
+        required=True,
+        validate=[validate.Length(max=255),
+                  validate.Regexp(IMAGE_REF, error="is not a valid image reference")],
+    )
+    input = fields.Dict(required=True, keys=fields.String())
+    dryRun = fields.Boolean(load_default=False)  # noqa: N815
+    resources = fields.Nested(ResourcesSchema)
+
+
+class LogsQuerySchema(Schema):
+    """Paging of ``GET /api/sandbox/runs/<id>/logs``."""
+
+    class Meta:
+        unknown = RAISE
+
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
+    stream = fields.String(validate=validate.OneOf(["stdout", "stderr"]))

@@ -1,0 +1,84 @@
+"""Provisioning: resolve the resource policy and the image, record the plan, hand on."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from shared.backends import docker as docker_backend
+from shared.celery_app import send
+from shared.db import runs as runs_db
+from shared.errors import ImageNotFound, PolicyViolation
+from shared.queues import TaskNames
+from shared.runtime import Runtime
+from shared.states import RunStatus
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "docker"
+
+
+def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
+    """Provision one run; return the status it was left in, or None if it was not ours to move."""
+    log = {"runId": str(run_id)}
+    with rt.pool.connection() as conn:
+        run = runs_db.transition(conn, run_id, RunStatus.PROVISIONING,
+                                 from_=(RunStatus.QUEUED, RunStatus.PROVISIONING))
+    if run is None:
+        logger.info("run not claimable for provisioning; skipping", extra=log)
+        return None
+    try:
+        resources = rt.policy.resolve(str(run.persona_id), run.method_id, _requested(run))
+    except PolicyViolation as exc:
+        return _fail(rt, run_id, f"policy_violation: {exc}")
+    try:
+        image = docker_backend.resolve_image(rt.docker(), run.adapter_image,
+                                             rt.settings.pull_timeout_s)
+    except ImageNotFound as exc:
+        return _fail(rt, run_id, f"image_not_found: {exc}")
+    plan = {
+        "image": run.adapter_image,
+        "imageDigest": image.digest,
+        "imageId": image.image_id,
+        "resources": resources.to_json(),
+        "backend": BACKEND,
+        "network": "none",
+        "pidsLimit": rt.settings.pids_limit,
+    }
+    values: dict[str, Any] = {"resources": resources.to_json(), "backend": BACKEND,
+                              "image_digest": image.digest, "plan": plan}
+    with rt.pool.connection() as conn:
+        if run.dry_run:
+            moved = runs_db.transition(conn, run_id, RunStatus.SUCCEEDED,
+                                       from_=(RunStatus.PROVISIONING,),
+                                       reason="dry_run: validated; no container was started",
+                                       provisioned_at=_now(conn), **values)
+            return moved.status if moved else None
+        moved = runs_db.transition(conn, run_id, RunStatus.READY,
+                                   from_=(RunStatus.PROVISIONING,), **values)
+    if moved is None:
+        return None
+    send(rt.celery, TaskNames.EXECUTE, run_id)
+    logger.info("run provisioned", extra={**log, "imageDigest": image.digest})
+    return moved.status
+
+
+def _requested(run: runs_db.Run) -> dict[str, Any] | None:
+    if not run.requested_resources:
+        return None
+    names = {"cpu": "cpu", "memoryMb": "memory_mb", "timeoutS": "timeout_s"}
+    return {names[k]: v for k, v in run.requested_resources.items() if k in names}
+
+
+def _now(conn: Any) -> Any:
+    return conn.execute("SELECT now() AS now").fetchone()["now"]
+
+
+def _fail(rt: Runtime, run_id: uuid.UUID, reason: str) -> RunStatus | None:
+    redacted = rt.redactor().redact_text(reason)
+    with rt.pool.connection() as conn:
+        moved = runs_db.transition(conn, run_id, RunStatus.ERROR,
+                                   from_=(RunStatus.PROVISIONING,), reason=redacted)
+    logger.warning("run could not be provisioned: %s", redacted, extra={"runId": str(run_id)})
+    return moved.status if moved else None

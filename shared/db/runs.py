@@ -1,0 +1,277 @@
+"""Table ``sandbox_run``: create, read and move runs through the state machine.
+
+Functions take a connection and never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from shared import events
+from shared.states import TERMINAL, RunStatus, can_move, sources_of
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One row of ``sandbox_run``."""
+
+    id: uuid.UUID
+    persona_id: uuid.UUID
+    method_id: str
+    adapter_image: str
+    input: dict[str, Any]
+    dry_run: bool
+    requested_resources: dict[str, Any] | None
+    status: RunStatus
+    status_reason: str | None
+    attempt: int
+    lease_owner: str | None
+    heartbeat_at: datetime | None
+    resources: dict[str, Any] | None
+    backend: str | None
+    image_digest: str | None
+    plan: dict[str, Any] | None
+    exit_code: int | None
+    oom_killed: bool | None
+    wall_timed_out: bool | None
+    platform_error: str | None
+    cpu_seconds: float | None
+    peak_memory_bytes: int | None
+    evaluation_raw: str | None
+    evaluation: Any
+    log_lines: int
+    log_bytes: int
+    logs_truncated: bool
+    logs_preview: dict[str, Any] | None
+    result_location: str | None
+    queued_at: datetime
+    provisioned_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    finalized_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def terminal(self) -> bool:
+        """Tell whether the run has reached a final status."""
+        return self.status in TERMINAL
+
+
+_COLUMNS = [f.name for f in fields(Run)]
+_SELECT = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
+# Columns a transition may set besides status; anything else is a programming error.
+_SETTABLE = frozenset(_COLUMNS) - {"id", "persona_id", "method_id", "adapter_image", "input",
+                                   "dry_run", "requested_resources", "status", "queued_at",
+                                   "updated_at"}
+_JSON_COLUMNS = frozenset({"resources", "plan", "evaluation", "logs_preview"})
+# The timestamp each status stamps when a run enters it.
+_STAMPS: dict[RunStatus, str] = {
+    RunStatus.READY: "provisioned_at",
+    RunStatus.RUNNING: "started_at",
+    RunStatus.FINALIZING: "finished_at",
+}
+
+
+def _row_to_run(row: dict[str, Any]) -> Run:
+    row = dict(row)
+    row["status"] = RunStatus(row["status"])
+    return Run(**row)
+
+
+def create_run(
+    conn: psycopg.Connection[Any],
+    *,
+    persona_id: uuid.UUID,
+    method_id: str,
+    adapter_image: str,
+    input: dict[str, Any],
+    dry_run: bool,
+    requested_resources: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> Run:
+    """Insert a queued run and its audit event (same transaction as the caller's)."""
+    run_id = uuid.uuid4()
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO sandbox_run (id, persona_id, method_id, adapter_image, input, dry_run, "
+            "requested_resources) VALUES (%(id)s, %(persona_id)s, %(method_id)s, "
+            "%(adapter_image)s, %(input)s, %(dry_run)s, %(requested)s) RETURNING {}"
+        ).format(_SELECT),
+        {
+            "id": run_id,
+            "persona_id": persona_id,
+            "method_id": method_id,
+            "adapter_image": adapter_image,
+            "input": Jsonb(input),
+            "dry_run": dry_run,
+            "requested": Jsonb(requested_resources) if requested_resources else None,
+        },
+    ).fetchone()
+    assert row is not None
+    run = _row_to_run(row)
+    events.add_state_changed(conn, run, previous=None, request_id=request_id)
+    return run
+
+
+def get_run(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> Run | None:
+    """Return the run, or None when no run has that id."""
+    row = conn.execute(
+        sql.SQL("SELECT {} FROM sandbox_run WHERE id = %s").format(_SELECT), (run_id,)
+    ).fetchone()
+    return _row_to_run(row) if row else None
+
+
+def transition(
+    conn: psycopg.Connection[Any],
+    run_id: uuid.UUID,
+    to: RunStatus,
+    *,
+    from_: tuple[RunStatus, ...] | None = None,
+    attempt: int | None = None,
+    bump_attempt: bool = False,
+    stale_lease_s: float | None = None,
+    reason: str | None = None,
+    **values: Any,
+) -> Run | None:
+    """Move a run to ``to`` if it is in one of ``from_`` (and at ``attempt``); write its event.
+
+    This is the only way a status changes. Returns the updated run, or None when the guard
+    failed (another worker moved it first, or the attempt is stale): the caller then does nothing.
+    With ``stale_lease_s``, a run that is already ``running`` is taken over only when its lease is
+    released or its heartbeat is older than that (its executor died).
+    """
+    allowed = from_ if from_ is not None else sources_of(to)
+    allowed = tuple(s for s in allowed if can_move(s, to))
+    if not allowed:
+        raise ValueError(f"no status may move to {to}")
+    unknown = set(values) - _SETTABLE
+    if unknown:
+        raise ValueError(f"transition cannot set {sorted(unknown)}")
+    assignments = [
+        sql.SQL("status = %(to)s"),
+        sql.SQL("updated_at = now()"),
+        sql.SQL("status_reason = %(reason)s"),
+    ]
+    params: dict[str, Any] = {"to": to.value, "reason": reason, "id": run_id,
+                              "allowed": [s.value for s in allowed]}
+    if to in _STAMPS:
+        assignments.append(sql.SQL("{} = COALESCE({}, now())").format(
+            sql.Identifier(_STAMPS[to]), sql.Identifier(_STAMPS[to])))
+    if to in TERMINAL:
+        assignments.append(sql.SQL("finalized_at = now()"))
+        assignments.append(sql.SQL("lease_owner = NULL"))
+    if bump_attempt:
+        assignments.append(sql.SQL("attempt = attempt + 1"))
+    if to is RunStatus.RUNNING:
+        assignments.append(sql.SQL("heartbeat_at = now()"))
+    for name, value in values.items():
+        params[f"v_{name}"] = Jsonb(value) if name in _JSON_COLUMNS and value is not None else value
+        assignments.append(sql.SQL("{} = {}").format(
+            sql.Identifier(name), sql.Placeholder(f"v_{name}")))
+    guard = "r.status = ANY(%(allowed)s)"
+    if attempt is not None:
+        guard += " AND r.attempt = %(attempt)s"
+        params["attempt"] = attempt
+    if stale_lease_s is not None:
+        guard += (" AND (r.status <> 'running' OR r.heartbeat_at IS NULL"
+                  " OR r.heartbeat_at < now() - make_interval(secs => %(stale)s))")
+        params["stale"] = stale_lease_s
+    # The CTE reads the status before the update so the event can say where the run came from.
+    query = sql.SQL(
+        "WITH prev AS (SELECT id, status FROM sandbox_run WHERE id = %(id)s FOR UPDATE) "
+        "UPDATE sandbox_run r SET {sets} FROM prev WHERE r.id = prev.id AND {guard} "
+        "RETURNING prev.status AS previous_status, {cols}"
+    ).format(
+        sets=sql.SQL(", ").join(assignments),
+        guard=sql.SQL(guard),  # type: ignore[arg-type]
+        cols=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in _COLUMNS),
+    )
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        return None
+    previous = RunStatus(row.pop("previous_status"))
+    run = _row_to_run(row)
+    if previous != run.status:
+        events.add_state_changed(conn, run, previous=previous)
+    return run
+
+
+def update_fields(
+    conn: psycopg.Connection[Any], run_id: uuid.UUID, *, attempt: int, **values: Any
+) -> bool:
+    """Set non-status columns of the current attempt; return False if the attempt is stale."""
+    unknown = set(values) - _SETTABLE
+    if unknown:
+        raise ValueError(f"update_fields cannot set {sorted(unknown)}")
+    params: dict[str, Any] = {"id": run_id, "attempt": attempt}
+    sets = [sql.SQL("updated_at = now()")]
+    for name, value in values.items():
+        params[f"v_{name}"] = Jsonb(value) if name in _JSON_COLUMNS and value is not None else value
+        sets.append(sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(f"v_{name}")))
+    cur = conn.execute(
+        sql.SQL("UPDATE sandbox_run SET {} WHERE id = %(id)s AND attempt = %(attempt)s").format(
+            sql.SQL(", ").join(sets)),
+        params,
+    )
+    return cur.rowcount == 1
+
+
+def heartbeat(conn: psycopg.Connection[Any], run_id: uuid.UUID, *, attempt: int, owner: str) -> bool:
+    """Renew the executor's lease; return False if this attempt no longer owns the run."""
+    cur = conn.execute(
+        "UPDATE sandbox_run SET heartbeat_at = now() "
+        "WHERE id = %s AND attempt = %s AND lease_owner = %s AND status = 'running'",
+        (run_id, attempt, owner),
+    )
+    return cur.rowcount == 1
+
+
+def release_lease(conn: psycopg.Connection[Any], run_id: uuid.UUID, *, attempt: int) -> None:
+    """Give up the lease of a running attempt so a retry may claim the run at once."""
+    conn.execute(
+        "UPDATE sandbox_run SET lease_owner = NULL, heartbeat_at = NULL, updated_at = now() "
+        "WHERE id = %s AND attempt = %s AND status = 'running'",
+        (run_id, attempt),
+    )
+
+
+def list_stale(
+    conn: psycopg.Connection[Any], status: RunStatus, older_than_s: float, limit: int = 100
+) -> list[Run]:
+    """Return runs that have sat in ``status`` for longer than ``older_than_s`` seconds."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT {} FROM sandbox_run WHERE status = %s "
+            "AND updated_at < now() - make_interval(secs => %s) ORDER BY updated_at LIMIT %s"
+        ).format(_SELECT),
+        (status.value, older_than_s, limit),
+    ).fetchall()
+    return [_row_to_run(r) for r in rows]
+
+
+def list_dead_leases(
+    conn: psycopg.Connection[Any], older_than_s: float, limit: int = 100
+) -> list[Run]:
+    """Return running runs whose executor stopped heartbeating ``older_than_s`` seconds ago."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT {} FROM sandbox_run WHERE status = 'running' "
+            "AND COALESCE(heartbeat_at, updated_at) < now() - make_interval(secs => %s) "
+            "ORDER BY updated_at LIMIT %s"
+        ).format(_SELECT),
+        (older_than_s, limit),
+    ).fetchall()
+    return [_row_to_run(r) for r in rows]
+
+
+def delete_run(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> None:
+    """Remove a run that was never handed to the pipeline (its submit could not be enqueued)."""
+    conn.execute("DELETE FROM outbox WHERE run_id = %s", (run_id,))
+    conn.execute("DELETE FROM sandbox_run WHERE id = %s AND status = 'queued'", (run_id,))

@@ -1,0 +1,138 @@
+"""Resource policy: defaults, per persona/method overrides, and the guardrails nothing may pass.
+
+Overrides live in a TOML file (``SANDBOX_POLICY_FILE``)::
+
+    [defaults]                        # optional; replaces the built-in defaults
+    cpu = 1.0
+    memory_mb = 2048
+    timeout_s = 120
+
+    [methods."seo.evaluate_content"]  # a method id, or a glob such as "test.*"
+    timeout_s = 60
+
+    [personas."<persona uuid>".methods."seo.evaluate_content"]
+    memory_mb = 1024
+
+Precedence: defaults < method < persona+method < the request's own ``resources``. A value beyond a
+guardrail is refused (PolicyViolation naming the limit), never clamped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from shared.errors import PolicyViolation
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Limits applied to one run's container."""
+
+    cpu: float
+    memory_mb: int
+    timeout_s: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the camelCase form used by the API and stored on the run."""
+        return {"cpu": self.cpu, "memoryMb": self.memory_mb, "timeoutS": self.timeout_s}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Resources:
+        """Read the camelCase form back."""
+        return cls(cpu=float(data["cpu"]), memory_mb=int(data["memoryMb"]),
+                   timeout_s=int(data["timeoutS"]))
+
+
+DEFAULTS = Resources(cpu=1.0, memory_mb=2048, timeout_s=120)
+GUARDRAILS = Resources(cpu=2.0, memory_mb=4096, timeout_s=300)
+# Below these a container cannot even start a Python interpreter reliably.
+MINIMUMS = Resources(cpu=0.05, memory_mb=16, timeout_s=1)
+
+_KEYS = {"cpu": float, "memory_mb": int, "timeout_s": int}
+
+
+def check(resources: Resources, where: str) -> Resources:
+    """Return ``resources`` if within guardrails and minimums; raise PolicyViolation if not."""
+    for name, value in asdict(resources).items():
+        top = getattr(GUARDRAILS, name)
+        low = getattr(MINIMUMS, name)
+        if value > top:
+            raise PolicyViolation(f"{where}: {name} {value} exceeds the guardrail {top}", name)
+        if value < low:
+            raise PolicyViolation(f"{where}: {name} {value} is below the minimum {low}", name)
+    return resources
+
+
+def _apply(base: Resources, raw: Mapping[str, Any], where: str) -> Resources:
+    unknown = set(raw) - set(_KEYS)
+    if unknown:
+        raise PolicyViolation(f"{where}: unknown keys {sorted(unknown)}", sorted(unknown)[0])
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PolicyViolation(f"{where}: {key} must be a number", key)
+        changes[key] = _KEYS[key](value)
+    return check(replace(base, **changes), where)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Defaults plus overrides, validated against the guardrails when loaded."""
+
+    defaults: Resources = DEFAULTS
+    methods: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    personas: Mapping[str, tuple[tuple[str, Mapping[str, Any]], ...]] | None = None
+
+    def resolve(
+        self, persona_id: str, method_id: str, requested: Mapping[str, Any] | None = None
+    ) -> Resources:
+        """Return the limits for one run; raise PolicyViolation if the request passes a guardrail."""
+        resources = self.defaults
+        method_raw = _match(self.methods, method_id)
+        if method_raw is not None:
+            resources = _apply(resources, method_raw, f"policy for {method_id}")
+        persona_raw = _match((self.personas or {}).get(persona_id, ()), method_id)
+        if persona_raw is not None:
+            resources = _apply(resources, persona_raw, f"policy for persona {persona_id}")
+        if requested:
+            resources = _apply(resources, requested, "requested resources")
+        return resources
+
+
+def _match(entries: tuple[tuple[str, Mapping[str, Any]], ...], method_id: str) -> Mapping[str, Any] | None:
+    for pattern, raw in entries:
+        if pattern == method_id:
+            return raw
+    for pattern, raw in entries:
+        if fnmatch.fnmatchcase(method_id, pattern):
+            return raw
+    return None
+
+
+def load_policy(path: Path | None) -> Policy:
+    """Read and validate the policy file; no file means the built-in defaults."""
+    if path is None:
+        return Policy()
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyViolation(f"cannot read policy file {path}: {exc}", "policy_file") from exc
+    defaults = _apply(DEFAULTS, data.get("defaults", {}), "policy defaults")
+    methods = tuple(data.get("methods", {}).items())
+    personas = {
+        persona: tuple(entry.get("methods", {}).items())
+        for persona, entry in data.get("personas", {}).items()
+    }
+    policy = Policy(defaults=defaults, methods=methods, personas=personas)
+    # Validate every override now, so a bad file stops the service at start, not a run later.
+    for pattern, raw in methods:
+        _apply(defaults, raw, f"policy for {pattern}")
+    for persona, entries in personas.items():
+        for pattern, raw in entries:
+            _apply(defaults, raw, f"policy for persona {persona}, method {pattern}")
+    return policy

@@ -1,0 +1,44 @@
+"""Queue and task names: the only contract between the services."""
+
+from __future__ import annotations
+
+
+class Queues:
+    """Celery queues; each is consumed by exactly one worker service."""
+
+    PROVISION = "provision"
+    EXECUTE = "execute"
+    FINALIZE = "finalize"
+    # Periodic housekeeping (reconciler, outbox relay); consumed by the finalizer service.
+    MAINTENANCE = "maintenance"
+
+    @classmethod
+    def all(cls) -> list[str]:
+        """Return every queue name."""
+        return [cls.PROVISION, cls.EXECUTE, cls.FINALIZE, cls.MAINTENANCE]
+
+
+class TaskNames:
+    """Celery task names; a service hands work on by name, never by import."""
+
+    PROVISION = "sandbox.provision"
+    EXECUTE = "sandbox.execute"
+    FINALIZE = "sandbox.finalize"
+    RECONCILE = "sandbox.reconcile"
+    RELAY_OUTBOX = "sandbox.relay_outbox"
+
+
+ROUTES: dict[str, str] = {
+    TaskNames.PROVISION: Queues.PROVISION,
+    TaskNames.EXECUTE: Queues.EXECUTE,
+    TaskNames.FINALIZE: Queues.FINALIZE,
+    TaskNames.RECONCILE: Queues.MAINTENANCE,
+    TaskNames.RELAY_OUTBOX: Queues.MAINTENANCE,
+}
+
+# Which service consumes which queues (the worker command lines use this too).
+SERVICE_QUEUES: dict[str, list[str]] = {
+    "provisioner": [Queues.PROVISION],
+    "executor": [Queues.EXECUTE],
+    "finalizer": [Queues.FINALIZE, Queues.MAINTENANCE],
+}

@@ -1,0 +1,141 @@
+"""Redactor: run the detector table over text and JSON-like values."""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .detectors import (
+    DEFAULT_DETECTORS,
+    IP_DETECTORS,
+    MASK_RE,
+    Detector,
+    mask,
+    secret_value_detector,
+)
+
+# Keys whose whole value is a secret in structured data (compared after dropping separators).
+_SECRET_KEY_SUFFIXES = (
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "accesskey",
+    "secretkey", "privatekey", "credential", "credentials",
+)
+_AUTH_KEYS = frozenset({"authorization", "proxyauthorization"})
+_AUTH_VALUE = re.compile(
+    r"(?i)([ \t]*(?:bearer|basic|token|bot|negotiate|ntlm|digest|apikey)[ \t]+)?(.+)", re.S
+)
+_KEY_NORMALISE = re.compile(r"[^a-z0-9]")
+
+
+class _SpanSet:
+    """Keep non-overlapping findings sorted by position; first come wins unless absorbing."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.kinds: list[str | None] = []  # None marks a mask already present in the input
+
+    def offer(self, start: int, end: int, kind: str | None, absorbs: bool = False) -> None:
+        """Add a finding unless it overlaps one kept earlier (see ``Detector.absorbs``)."""
+        lo = bisect_right(self.ends, start)
+        hi = bisect_left(self.starts, end, lo)
+        if lo < hi:
+            if not absorbs or self.starts[lo] < start or self.ends[hi - 1] > end:
+                return  # partial overlap: keeping both would nest or split masks
+            if None in self.kinds[lo:hi]:
+                return  # never re-mask an existing mask (idempotence)
+            if hi - lo == 1 and self.starts[lo] == start and self.ends[lo] == end:
+                return  # same span: the earlier, more specific kind wins
+        self.starts[lo:hi] = [start]
+        self.ends[lo:hi] = [end]
+        self.kinds[lo:hi] = [kind]
+
+
+class Redactor:
+    """Mask PII and secrets in text and JSON-like values, counting findings in ``stats``."""
+
+    def __init__(
+        self,
+        secrets: Iterable[str] = (),
+        keep_ip_addresses: bool = True,
+        *,
+        detectors: Sequence[Detector] | None = None,
+    ) -> None:
+        """Build the detector table; ``detectors`` replaces the default table if given."""
+        table = list(DEFAULT_DETECTORS if detectors is None else detectors)
+        if not keep_ip_addresses:
+            table.extend(IP_DETECTORS)
+        secret_detector = secret_value_detector(secrets)
+        if secret_detector is not None:
+            table.append(secret_detector)
+        self.detectors: tuple[Detector, ...] = tuple(sorted(table, key=lambda d: d.priority))
+        self.stats: Counter[str] = Counter()
+
+    def find(self, text: str) -> list[tuple[int, int, str]]:
+        """Return the ``(start, end, kind)`` findings that ``redact_text`` would mask."""
+        spans = _SpanSet()
+        if "[REDACTED:" in text:
+            for m in MASK_RE.finditer(text):
+                spans.offer(m.start(), m.end(), None)
+        lowered = text.lower()
+        for detector in self.detectors:
+            if detector.may_match(text, lowered):
+                for start, end in detector.find(text):
+                    spans.offer(start, end, detector.kind, detector.absorbs)
+        return [
+            (start, end, kind)
+            for start, end, kind in zip(spans.starts, spans.ends, spans.kinds)
+            if kind is not None
+        ]
+
+    def redact_text(self, text: str) -> str:
+        """Return ``text`` with every finding replaced by ``[REDACTED:<kind>]``."""
+        findings = self.find(text)
+        if not findings:
+            return text
+        parts: list[str] = []
+        pos = 0
+        for start, end, kind in findings:
+            parts.append(text[pos:start])
+            parts.append(mask(kind))
+            pos = end
+            self.stats[kind] += 1
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    def redact_value(self, value: Any) -> Any:
+        """Return a redacted copy of JSON-like data; values under secret-like keys are masked."""
+        if isinstance(value, str):
+            return self.redact_text(value)
+        if isinstance(value, dict):
+            return {key: self._redact_item(key, item) for key, item in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return type(value)(self.redact_value(item) for item in value)
+        return value
+
+    def _redact_item(self, key: Any, value: Any) -> Any:
+        if not isinstance(key, str) or value is None or isinstance(value, bool):
+            return self.redact_value(value)
+        norm = _KEY_NORMALISE.sub("", key.lower())
+        if norm in _AUTH_KEYS and isinstance(value, str):
+            return self._redact_auth_value(value)
+        secret_key = (
+            norm.endswith(_SECRET_KEY_SUFFIXES)
+            or norm == "pass"
+            or key.lower().endswith(("_pass", "-pass", ".pass"))
+        )
+        if not secret_key or not isinstance(value, (str, int, float)):
+            return self.redact_value(value)
+        if value == "" or (isinstance(value, str) and MASK_RE.fullmatch(value)):
+            return value
+        self.stats["secret_assignment"] += 1
+        return mask("secret_assignment")
+
+    def _redact_auth_value(self, value: str) -> str:
+        m = _AUTH_VALUE.fullmatch(value)
+        if m is None or not m.group(2).strip() or MASK_RE.fullmatch(m.group(2)):
+            return value
+        self.stats["bearer"] += 1
+        return (m.group(1) or "") + mask("bearer")

@@ -1,0 +1,74 @@
+"""Per-process resources (pool, engine client, Celery app), opened on first use after fork."""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from shared.config import Settings
+from shared.db import make_pool
+from shared.policy import Policy, load_policy
+from shared.redaction import Redactor
+from shared.storage.local import LocalBlobStore
+
+if TYPE_CHECKING:
+    import docker
+    from celery import Celery
+    from psycopg_pool import ConnectionPool
+
+
+class Runtime:
+    """What a service process needs, created lazily so nothing connects at import or before fork."""
+
+    def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
+        self.settings = settings
+        self.celery = celery
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool | None = None
+        self._docker: docker.DockerClient | None = None
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """Return the Postgres pool, opening it on first use in this process."""
+        with self._lock:
+            if self._pool is None:
+                pool = make_pool(self.settings.database_url, self.settings.db_pool_max)
+                pool.open(wait=False)
+                self._pool = pool
+            return self._pool
+
+    def docker(self) -> docker.DockerClient:
+        """Return the Docker client, connecting on first use."""
+        from shared.backends import docker as docker_backend
+
+        with self._lock:
+            if self._docker is None:
+                self._docker = docker_backend.connect(self.settings.docker_url)
+            return self._docker
+
+    @cached_property
+    def policy(self) -> Policy:
+        """Return the resource policy (validated when first read)."""
+        return load_policy(self.settings.policy_file)
+
+    @cached_property
+    def blobs(self) -> LocalBlobStore:
+        """Return the blob store."""
+        return LocalBlobStore(self.settings.blob_dir)
+
+    def redactor(self, secrets: tuple[str, ...] = ()) -> Redactor:
+        """Return a fresh redactor (its counters belong to one run)."""
+        return Redactor(secrets=secrets, keep_ip_addresses=self.settings.keep_ip_addresses)
+
+    def reset_after_fork(self) -> None:
+        """Forget connections inherited from a parent process."""
+        self._lock = threading.Lock()
+        self._pool = None
+        self._docker = None
+
+    def close(self) -> None:
+        """Close what this process opened."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
