@@ -29,8 +29,9 @@ def ensure_dev_key(path: Path) -> bytes:
         return path.read_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
@@ -53,13 +54,24 @@ def public_key_pem(settings: Settings) -> bytes:
     )
 
 
-def issue_token(settings: Settings, subject: str = "local-developer",
-                roles: tuple[str, ...] = ROLES, ttl_s: int | None = None) -> str:
+def issue_token(
+    settings: Settings,
+    subject: str = "local-developer",
+    roles: tuple[str, ...] = ROLES,
+    ttl_s: int | None = None,
+) -> str:
     """Sign a token the local API accepts."""
     now = int(time.time())
-    claims = {"iss": settings.dev_issuer, "aud": settings.audience, "sub": subject,
-              "iat": now, "nbf": now, "exp": now + (ttl_s or settings.token_ttl_s),
-              "jti": str(uuid.uuid4()), "roles": list(roles)}
+    claims = {
+        "iss": settings.dev_issuer,
+        "aud": settings.audience,
+        "sub": subject,
+        "iat": now,
+        "nbf": now,
+        "exp": now + (ttl_s or settings.token_ttl_s),
+        "jti": str(uuid.uuid4()),
+        "roles": list(roles),
+    }
     key = ensure_dev_key(settings.dev_key_path)
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "dev"})
 
@@ -80,8 +92,12 @@ class TokenVerifier:
             raise AuthError("Authorization header must use the Bearer scheme")
         try:
             return jwt.decode(
-                token.strip(), self.key, algorithms=["RS256"], audience=self.settings.audience,
-                issuer=self.settings.dev_issuer, leeway=_LEEWAY_S,
+                token.strip(),
+                self.key,
+                algorithms=["RS256"],
+                audience=self.settings.audience,
+                issuer=self.settings.dev_issuer,
+                leeway=_LEEWAY_S,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError:

@@ -41,7 +41,10 @@ def make_celery(name: str, settings: Settings, task_cls: str | type | None = Non
         worker_send_task_events=True,
         task_send_sent_event=True,
         beat_schedule={
-            "reconcile": {"task": TaskNames.RECONCILE, "schedule": float(settings.sweep_interval_s)},
+            "reconcile": {
+                "task": TaskNames.RECONCILE,
+                "schedule": float(settings.sweep_interval_s),
+            },
             "relay-outbox": {"task": TaskNames.RELAY_OUTBOX, "schedule": 2.0},
         },
         enable_utc=True,
@@ -49,8 +52,9 @@ def make_celery(name: str, settings: Settings, task_cls: str | type | None = Non
     return app
 
 
-def send(app: Celery, task: str, run_id: uuid.UUID, attempt: int | None = None,
-         **options: Any) -> None:
+def send(
+    app: Celery, task: str, run_id: uuid.UUID, attempt: int | None = None, **options: Any
+) -> None:
     """Enqueue ``task`` for a run: the message carries the run id (and attempt), nothing else."""
     args: list[Any] = [str(run_id)] if attempt is None else [str(run_id), attempt]
     app.send_task(task, args=args, queue=ROUTES[task], **options)
@@ -61,8 +65,9 @@ class RunTask(Task):  # type: ignore[misc]
 
     runtime: Runtime
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
         from shared.db import runs as runs_db
         from shared.states import TERMINAL, RunStatus
 
@@ -70,8 +75,13 @@ class RunTask(Task):  # type: ignore[misc]
             run_id = uuid.UUID(str(args[0]))
         except (IndexError, ValueError):
             return
-        logger.error("task %s gave up on run %s: %s", self.name, run_id, type(exc).__name__,
-                     extra={"runId": str(run_id)})
+        logger.error(
+            "task %s gave up on run %s: %s",
+            self.name,
+            run_id,
+            type(exc).__name__,
+            extra={"runId": str(run_id)},
+        )
         reason = _failure_reason(exc, self.request.retries)
         with self.runtime.pool.connection() as conn:
             run = runs_db.get_run(conn, run_id)

@@ -37,7 +37,9 @@ def migrate_cmd() -> None:
     if ensure_database(settings.database_url):
         click.echo("created the database")
     applied = migrate(settings.database_url)
-    click.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    click.echo(
+        f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
+    )
 
 
 @main.command()
@@ -70,8 +72,9 @@ def _wait(api: str, run_id: str, headers: dict[str, str], timeout: float) -> dic
     deadline = time.monotonic() + timeout
     delay = 0.1
     while True:
-        run: dict[str, Any] = requests.get(f"{api}/api/sandbox/runs/{run_id}", headers=headers,
-                                           timeout=30).json()
+        run: dict[str, Any] = requests.get(
+            f"{api}/api/sandbox/runs/{run_id}", headers=headers, timeout=30
+        ).json()
         if run["status"] in TERMINAL or time.monotonic() > deadline:
             return run
         time.sleep(delay)

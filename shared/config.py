@@ -89,7 +89,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             try:
                 values[name] = int(raw)
             except ValueError:
-                raise ConfigError(f"SANDBOX_{name.upper()} must be an integer, got {raw!r}") from None
+                raise ConfigError(
+                    f"SANDBOX_{name.upper()} must be an integer, got {raw!r}"
+                ) from None
         elif name in _PATH_FIELDS:
             values[name] = Path(raw)
         elif name in _BOOL_FIELDS:

@@ -1,12 +1,12 @@
 """The project's exception tree; vendor errors are translated into these at the boundary.
 
-    RunnerError
-    ├── RunNotFound
-    ├── PolicyViolation          a request or override beyond a guardrail (422)
-    ├── Unavailable              Postgres or the broker cannot be reached (503)
-    └── BackendError             the container engine failed
-        ├── BackendUnavailable   transient: the engine is unreachable (retried)
-        └── ImageNotFound        permanent: the image is neither present nor pullable
+RunnerError
+├── RunNotFound
+├── PolicyViolation          a request or override beyond a guardrail (422)
+├── Unavailable              Postgres or the broker cannot be reached (503)
+└── BackendError             the container engine failed
+    ├── BackendUnavailable   transient: the engine is unreachable (retried)
+    └── ImageNotFound        permanent: the image is neither present nor pullable
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ class Resources:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Resources:
         """Read the camelCase form back."""
-        return cls(cpu=float(data["cpu"]), memory_mb=int(data["memoryMb"]),
-                   timeout_s=int(data["timeoutS"]))
+        return cls(
+            cpu=float(data["cpu"]), memory_mb=int(data["memoryMb"]), timeout_s=int(data["timeoutS"])
+        )
 
 
 DEFAULTS = Resources(cpu=1.0, memory_mb=2048, timeout_s=120)
@@ -91,7 +92,7 @@ class Policy:
     def resolve(
         self, persona_id: str, method_id: str, requested: Mapping[str, Any] | None = None
     ) -> Resources:
-        """Return the limits for one run; raise PolicyViolation if the request passes a guardrail."""
+        """Return one run's limits; raise PolicyViolation if the request passes a guardrail."""
         resources = self.defaults
         method_raw = _match(self.methods, method_id)
         if method_raw is not None:
@@ -104,7 +105,9 @@ class Policy:
         return resources
 
 
-def _match(entries: tuple[tuple[str, Mapping[str, Any]], ...], method_id: str) -> Mapping[str, Any] | None:
+def _match(
+    entries: tuple[tuple[str, Mapping[str, Any]], ...], method_id: str
+) -> Mapping[str, Any] | None:
     for pattern, raw in entries:
         if pattern == method_id:
             return raw

@@ -21,7 +21,13 @@ class RunStatus(StrEnum):
 
 
 TERMINAL: frozenset[RunStatus] = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.ERROR}
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.TIMED_OUT,
+        RunStatus.CANCELLED,
+        RunStatus.ERROR,
+    }
 )
 
 # Each status may move only to these. A redelivered task re-claims its own status (x -> x), which

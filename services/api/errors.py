@@ -27,15 +27,21 @@ def register_error_handlers(app: Flask) -> None:
 
     def unavailable(exc: Exception) -> ResponseReturnValue:
         logger.warning("dependency unavailable: %s", type(exc).__name__)
-        what = "the broker" if isinstance(exc, kombu.exceptions.OperationalError) else "the database"
+        what = (
+            "the broker" if isinstance(exc, kombu.exceptions.OperationalError) else "the database"
+        )
         if isinstance(exc, Unavailable):
             what = str(exc)
         response = jsonify(error_body(503, f"service unavailable: cannot reach {what}"))
         response.headers["Retry-After"] = "5"
         return response, 503
 
-    for exc_type in (psycopg.OperationalError, psycopg_pool.PoolTimeout,
-                     kombu.exceptions.OperationalError, Unavailable):
+    for exc_type in (
+        psycopg.OperationalError,
+        psycopg_pool.PoolTimeout,
+        kombu.exceptions.OperationalError,
+        Unavailable,
+    ):
         app.register_error_handler(exc_type, unavailable)
 
     def internal(exc: Exception) -> ResponseReturnValue:

@@ -39,4 +39,5 @@ def readyz() -> Any:
         checks["broker"] = "unreachable"
     ready = all(v == "ok" for v in checks.values())
     return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), (
-        200 if ready else 503)
+        200 if ready else 503
+    )

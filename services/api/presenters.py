@@ -35,9 +35,13 @@ def run_json(run: Run) -> dict[str, Any]:
         "backend": run.backend,
         "imageDigest": run.image_digest,
         "plan": run.plan if run.dry_run else None,
-        "metrics": {"cpuSeconds": run.cpu_seconds, "peakMemoryBytes": run.peak_memory_bytes,
-                    "logLines": run.log_lines, "logBytes": run.log_bytes,
-                    "logsTruncated": run.logs_truncated},
+        "metrics": {
+            "cpuSeconds": run.cpu_seconds,
+            "peakMemoryBytes": run.peak_memory_bytes,
+            "logLines": run.log_lines,
+            "logBytes": run.log_bytes,
+            "logsTruncated": run.logs_truncated,
+        },
         "timestamps": {
             "queued": _ts(run.queued_at),
             "provisioned": _ts(run.provisioned_at),

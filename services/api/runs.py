@@ -22,8 +22,12 @@ from shared.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-blp = Blueprint("runs", __name__, url_prefix="/api/sandbox/runs",
-                description="Submit sandbox runs and read their results and logs.")
+blp = Blueprint(
+    "runs",
+    __name__,
+    url_prefix="/api/sandbox/runs",
+    description="Submit sandbox runs and read their results and logs.",
+)
 
 
 def _runtime() -> Runtime:
@@ -49,9 +53,14 @@ def submit(body: dict[str, Any]) -> Any:
         abort(413, message=f"input is {size} bytes; the limit is {rt.settings.max_input_bytes}")
     with rt.pool.connection() as conn:
         run = runs_db.create_run(
-            conn, persona_id=body["personaId"], method_id=body["methodId"],
-            adapter_image=body["adapterImage"], input=body["input"], dry_run=body["dryRun"],
-            requested_resources=body.get("resources"), request_id=g.request_id,
+            conn,
+            persona_id=body["personaId"],
+            method_id=body["methodId"],
+            adapter_image=body["adapterImage"],
+            input=body["input"],
+            dry_run=body["dryRun"],
+            requested_resources=body.get("resources"),
+            request_id=g.request_id,
         )
     try:
         send(rt.celery, TaskNames.PROVISION, run.id, retry=False)
@@ -60,8 +69,10 @@ def submit(body: dict[str, Any]) -> Any:
         with rt.pool.connection() as conn:
             runs_db.delete_run(conn, run.id)
         raise Unavailable("the broker") from exc
-    logger.info("run accepted", extra={"runId": str(run.id), "methodId": run.method_id,
-                                       "requestId": g.request_id})
+    logger.info(
+        "run accepted",
+        extra={"runId": str(run.id), "methodId": run.method_id, "requestId": g.request_id},
+    )
     location = url_for("runs.get_run", run_id=str(run.id))
     return {"id": str(run.id), "status": run.status.value}, 202, {"Location": location}
 
@@ -88,8 +99,9 @@ def get_logs(query: dict[str, Any], run_id: str) -> Any:
         run = runs_db.get_run(conn, rid)
         if run is None:
             abort(404, message=f"no run with id {run_id!r}")
-        lines = run_logs.page(conn, rid, after=query["after"], limit=query["limit"],
-                              stream=query.get("stream"))
+        lines = run_logs.page(
+            conn, rid, after=query["after"], limit=query["limit"], stream=query.get("stream")
+        )
     next_after = lines[-1].seq if lines else query["after"]
     return {
         "runId": str(rid),

@@ -8,8 +8,10 @@ from shared.policy import GUARDRAILS, MINIMUMS
 
 METHOD_ID = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 # A Docker image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path parts.
+# As in Docker, a first part is a registry only if it has a dot or a port, or is "localhost".
 IMAGE_REF = (
-    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?/)?"
+    r"^(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]{1,5})?/"
+    r"|[a-zA-Z0-9-]+:[0-9]{1,5}/)?"
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
@@ -22,10 +24,12 @@ class ResourcesSchema(Schema):
         unknown = RAISE
 
     cpu = fields.Float(validate=validate.Range(min=MINIMUMS.cpu, max=GUARDRAILS.cpu))
-    memoryMb = fields.Integer(  # noqa: N815 (the API is camelCase)
-        validate=validate.Range(min=MINIMUMS.memory_mb, max=GUARDRAILS.memory_mb))
-    timeoutS = fields.Integer(  # noqa: N815
-        validate=validate.Range(min=MINIMUMS.timeout_s, max=GUARDRAILS.timeout_s))
+    memoryMb = fields.Integer(
+        validate=validate.Range(min=MINIMUMS.memory_mb, max=GUARDRAILS.memory_mb)
+    )
+    timeoutS = fields.Integer(
+        validate=validate.Range(min=MINIMUMS.timeout_s, max=GUARDRAILS.timeout_s)
+    )
 
 
 class RunRequestSchema(Schema):
@@ -34,19 +38,23 @@ class RunRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    personaId = fields.UUID(required=True)  # noqa: N815
-    methodId = fields.String(  # noqa: N815
+    personaId = fields.UUID(required=True)
+    methodId = fields.String(
         required=True,
-        validate=[validate.Length(max=128),
-                  validate.Regexp(METHOD_ID, error="must look like adapter.method")],
+        validate=[
+            validate.Length(max=128),
+            validate.Regexp(METHOD_ID, error="must look like adapter.method"),
+        ],
     )
-    adapterImage = fields.String(  # noqa: N815
+    adapterImage = fields.String(
         required=True,
-        validate=[validate.Length(max=255),
-                  validate.Regexp(IMAGE_REF, error="is not a valid image reference")],
+        validate=[
+            validate.Length(max=255),
+            validate.Regexp(IMAGE_REF, error="is not a valid image reference"),
+        ],
     )
     input = fields.Dict(required=True, keys=fields.String())
-    dryRun = fields.Boolean(load_default=False)  # noqa: N815
+    dryRun = fields.Boolean(load_default=False)
     resources = fields.Nested(ResourcesSchema)
 
 

@@ -31,8 +31,13 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     owner = rt.settings.executor_id
     with rt.pool.connection() as conn:
         run = runs_db.transition(
-            conn, run_id, RunStatus.RUNNING, from_=(RunStatus.READY, RunStatus.RUNNING),
-            bump_attempt=True, stale_lease_s=LEASE_TIMEOUT_S, lease_owner=owner,
+            conn,
+            run_id,
+            RunStatus.RUNNING,
+            from_=(RunStatus.READY, RunStatus.RUNNING),
+            bump_attempt=True,
+            stale_lease_s=LEASE_TIMEOUT_S,
+            lease_owner=owner,
         )
         if run is not None:
             run_logs.discard_attempt_lines(conn, run_id, run.attempt)
@@ -59,7 +64,11 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
 
     try:
         outcome = docker_backend.run_container(
-            rt.docker(), spec, capture.sink, heartbeat, HEARTBEAT_INTERVAL_S,
+            rt.docker(),
+            spec,
+            capture.sink,
+            heartbeat,
+            HEARTBEAT_INTERVAL_S,
             rt.settings.max_line_bytes,
         )
     except BackendUnavailable:
@@ -70,14 +79,24 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         capture.close()
         reason = rt.redactor().redact_text(f"backend_error: {exc}")
         with rt.pool.connection() as conn:
-            moved = runs_db.transition(conn, run_id, RunStatus.ERROR, from_=(RunStatus.RUNNING,),
-                                       attempt=run.attempt, reason=reason)
+            moved = runs_db.transition(
+                conn,
+                run_id,
+                RunStatus.ERROR,
+                from_=(RunStatus.RUNNING,),
+                attempt=run.attempt,
+                reason=reason,
+            )
         logger.warning("run failed on the backend: %s", reason, extra=log)
         return moved.status if moved else None
     capture.close()
     with rt.pool.connection() as conn:
         moved = runs_db.transition(
-            conn, run_id, RunStatus.FINALIZING, from_=(RunStatus.RUNNING,), attempt=run.attempt,
+            conn,
+            run_id,
+            RunStatus.FINALIZING,
+            from_=(RunStatus.RUNNING,),
+            attempt=run.attempt,
             exit_code=outcome.exit_code,
             oom_killed=outcome.oom_killed,
             wall_timed_out=outcome.timed_out,
@@ -93,8 +112,14 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         logger.warning("attempt went stale while running; result dropped", extra=log)
         return None
     send(rt.celery, TaskNames.FINALIZE, run_id)
-    logger.info("container finished", extra={**log, "exitCode": outcome.exit_code,
-                                              "oomKilled": outcome.oom_killed,
-                                              "timedOut": outcome.timed_out,
-                                              "durationS": round(outcome.duration_s, 3)})
+    logger.info(
+        "container finished",
+        extra={
+            **log,
+            "exitCode": outcome.exit_code,
+            "oomKilled": outcome.oom_killed,
+            "timedOut": outcome.timed_out,
+            "durationS": round(outcome.duration_s, 3),
+        },
+    )
     return moved.status

@@ -28,8 +28,16 @@ class LogCapture:
     capture keeps counting but stops storing, and says so (``truncated``).
     """
 
-    def __init__(self, pool: ConnectionPool, run_id: uuid.UUID, attempt: int, redactor: Redactor,
-                 max_bytes: int, flush_lines: int = 200, flush_interval_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        run_id: uuid.UUID,
+        attempt: int,
+        redactor: Redactor,
+        max_bytes: int,
+        flush_lines: int = 200,
+        flush_interval_s: float = 0.25,
+    ) -> None:
         self.pool, self.run_id, self.attempt = pool, run_id, attempt
         self.redactor = redactor
         self.streams = {name: StreamRedactor(redactor) for name in ("stdout", "stderr")}
@@ -51,14 +59,16 @@ class LogCapture:
             self.seen_bytes[stream] += len(raw) + 1
             if stream == "stdout" and raw.startswith(_MARKER):
                 # The evaluation is stored on the run, redacted, not as a log line.
-                text = raw[len(_MARKER):].decode("utf-8", errors="replace")
+                text = raw[len(_MARKER) :].decode("utf-8", errors="replace")
                 self.evaluation_raw = self.redactor.redact_text(text)
                 return
             text = raw.decode("utf-8", errors="replace")
             for line in self.streams[stream].feed(text + "\n"):
                 self._add(stream, line)
-            if (len(self._pending) >= self.flush_lines
-                    or time.monotonic() - self._last_flush >= self.flush_interval_s):
+            if (
+                len(self._pending) >= self.flush_lines
+                or time.monotonic() - self._last_flush >= self.flush_interval_s
+            ):
                 self._flush()
 
     def _add(self, stream: str, line: str) -> None:
@@ -81,7 +91,9 @@ class LogCapture:
                 run_logs.append(conn, self.run_id, self.attempt, batch)
         except Exception:
             # Keep the lines for the next flush rather than lose them to a passing DB hiccup.
-            logger.warning("could not store log lines; will retry", extra={"runId": str(self.run_id)})
+            logger.warning(
+                "could not store log lines; will retry", extra={"runId": str(self.run_id)}
+            )
             self._pending = batch + self._pending
 
     def close(self) -> None:

@@ -17,8 +17,11 @@ from shared.storage import run_prefix
 logger = logging.getLogger(__name__)
 
 # What the adapter contract says each exit code means (README, "Adapter contract").
-EXIT_MEANINGS = {1: "the method reported failure", 2: "the input does not fit the method",
-                 3: "the image does not provide this method"}
+EXIT_MEANINGS = {
+    1: "the method reported failure",
+    2: "the input does not fit the method",
+    3: "the image does not provide this method",
+}
 
 
 def judge(run: runs_db.Run) -> tuple[RunStatus, str | None, Any]:
@@ -28,15 +31,24 @@ def judge(run: runs_db.Run) -> tuple[RunStatus, str | None, Any]:
         return RunStatus.ERROR, f"platform_error: {run.platform_error}", evaluation
     limits = run.resources or {}
     if run.wall_timed_out:
-        return (RunStatus.TIMED_OUT,
-                f"timeout: killed at the wall limit of {limits.get('timeoutS')} s", evaluation)
+        return (
+            RunStatus.TIMED_OUT,
+            f"timeout: killed at the wall limit of {limits.get('timeoutS')} s",
+            evaluation,
+        )
     if run.oom_killed:
-        return (RunStatus.FAILED,
-                f"oom: the adapter exceeded its memory limit of {limits.get('memoryMb')} MiB",
-                evaluation)
+        return (
+            RunStatus.FAILED,
+            f"oom: the adapter exceeded its memory limit of {limits.get('memoryMb')} MiB",
+            evaluation,
+        )
     if run.exit_code != 0:
         meaning = EXIT_MEANINGS.get(run.exit_code or 0, "the adapter crashed")
-        return RunStatus.FAILED, f"exit_code: the adapter exited {run.exit_code} ({meaning})", evaluation
+        return (
+            RunStatus.FAILED,
+            f"exit_code: the adapter exited {run.exit_code} ({meaning})",
+            evaluation,
+        )
     if problem:
         return RunStatus.FAILED, problem, None
     return RunStatus.SUCCEEDED, None, evaluation
@@ -45,8 +57,10 @@ def judge(run: runs_db.Run) -> tuple[RunStatus, str | None, Any]:
 def parse_evaluation(raw: str | None) -> tuple[Any, str | None]:
     """Parse the evaluation text; return (value, None) or (None, a reason a person can act on)."""
     if raw is None:
-        return None, ("evaluation_missing: the adapter exited 0 without printing its evaluation "
-                      "line (::sandbox-evaluation::{...})")
+        return None, (
+            "evaluation_missing: the adapter exited 0 without printing its evaluation "
+            "line (::sandbox-evaluation::{...})"
+        )
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -58,13 +72,17 @@ def parse_evaluation(raw: str | None) -> tuple[Any, str | None]:
 
 def preview(lines: list[run_logs.LogLine], keep: int) -> dict[str, Any]:
     """Return the first and last ``keep`` lines (already redacted) and how many were left out."""
+
     def show(items: list[run_logs.LogLine]) -> list[dict[str, Any]]:
         return [{"seq": ln.seq, "stream": ln.stream, "line": ln.line} for ln in items]
 
     if len(lines) <= 2 * keep:
         return {"head": show(lines), "tail": [], "omitted": 0}
-    return {"head": show(lines[:keep]), "tail": show(lines[-keep:]),
-            "omitted": len(lines) - 2 * keep}
+    return {
+        "head": show(lines[:keep]),
+        "tail": show(lines[-keep:]),
+        "omitted": len(lines) - 2 * keep,
+    }
 
 
 def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
@@ -79,28 +97,51 @@ def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     evaluation = redactor.redact_value(evaluation) if evaluation is not None else None
     reason = redactor.redact_text(reason) if reason else None
     logs_preview = preview(lines, rt.settings.preview_lines)
-    metrics = {"exitCode": run.exit_code, "oomKilled": run.oom_killed,
-               "timedOut": run.wall_timed_out, "cpuSeconds": run.cpu_seconds,
-               "peakMemoryBytes": run.peak_memory_bytes, "logLines": run.log_lines,
-               "logBytes": run.log_bytes, "logsTruncated": run.logs_truncated,
-               "resources": run.resources}
+    metrics = {
+        "exitCode": run.exit_code,
+        "oomKilled": run.oom_killed,
+        "timedOut": run.wall_timed_out,
+        "cpuSeconds": run.cpu_seconds,
+        "peakMemoryBytes": run.peak_memory_bytes,
+        "logLines": run.log_lines,
+        "logBytes": run.log_bytes,
+        "logsTruncated": run.logs_truncated,
+        "resources": run.resources,
+    }
     prefix = run_prefix(str(run_id))
     # Lines in Postgres were redacted when captured; the blob copies are written from them.
-    body = "".join(json.dumps({"seq": ln.seq, "stream": ln.stream, "ts": ln.ts.isoformat(),
-                               "line": ln.line}) + "\n" for ln in lines)
+    body = "".join(
+        json.dumps({"seq": ln.seq, "stream": ln.stream, "ts": ln.ts.isoformat(), "line": ln.line})
+        + "\n"
+        for ln in lines
+    )
     rt.blobs.put(prefix + "logs.ndjson", body.encode(), "application/x-ndjson")
-    result = {"runId": str(run_id), "status": status.value, "statusReason": reason,
-              "evaluation": evaluation, "metrics": metrics}
+    result = {
+        "runId": str(run_id),
+        "status": status.value,
+        "statusReason": reason,
+        "evaluation": evaluation,
+        "metrics": metrics,
+    }
     location = rt.blobs.put(prefix + "result.json", json.dumps(result).encode(), "application/json")
     rt.blobs.put(prefix + "metrics.json", json.dumps(metrics).encode(), "application/json")
     with rt.pool.connection() as conn:
         moved = runs_db.transition(
-            conn, run_id, status, from_=(RunStatus.FINALIZING,), attempt=run.attempt,
-            reason=reason, evaluation=evaluation, logs_preview=logs_preview,
+            conn,
+            run_id,
+            status,
+            from_=(RunStatus.FINALIZING,),
+            attempt=run.attempt,
+            reason=reason,
+            evaluation=evaluation,
+            logs_preview=logs_preview,
             result_location=location.rsplit("/", 1)[0] + "/",
         )
     if moved is None:
         return None
-    logger.info("run finished: %s", status.value,
-                extra={"runId": str(run_id), "attempt": run.attempt, "status": status.value})
+    logger.info(
+        "run finished: %s",
+        status.value,
+        extra={"runId": str(run_id), "attempt": run.attempt, "status": status.value},
+    )
     return moved.status

@@ -36,9 +36,14 @@ def reconcile(rt: Runtime) -> dict[str, int]:
                 counts[status.value] = counts.get(status.value, 0) + 1
         for run in runs_db.list_dead_leases(conn, _RUNNING_STALE_S):
             if run.attempt >= MAX_ATTEMPTS:
-                runs_db.transition(conn, run.id, RunStatus.ERROR, from_=(RunStatus.RUNNING,),
-                                   attempt=run.attempt,
-                                   reason=f"max_attempts: the executor died {run.attempt} times")
+                runs_db.transition(
+                    conn,
+                    run.id,
+                    RunStatus.ERROR,
+                    from_=(RunStatus.RUNNING,),
+                    attempt=run.attempt,
+                    reason=f"max_attempts: the executor died {run.attempt} times",
+                )
             else:
                 send(rt.celery, TaskNames.EXECUTE, run.id)
             counts["running"] = counts.get("running", 0) + 1
@@ -52,8 +57,14 @@ def relay_outbox(rt: Runtime, limit: int = 200) -> int:
     with rt.pool.connection() as conn:
         batch = outbox.claim_batch(conn, limit)
         for event in batch:
-            logger.info("event %s", event["kind"],
-                        extra={"eventId": str(event["event_id"]), "runId": str(event["run_id"]),
-                               "event": event["payload"]})
+            logger.info(
+                "event %s",
+                event["kind"],
+                extra={
+                    "eventId": str(event["event_id"]),
+                    "runId": str(event["run_id"]),
+                    "event": event["payload"],
+                },
+            )
         outbox.mark_sent(conn, [e["id"] for e in batch])
     return len(batch)

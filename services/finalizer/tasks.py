@@ -13,8 +13,14 @@ from services.finalizer.worker import app, runtime
 from shared.queues import TaskNames
 
 
-@app.task(name=TaskNames.FINALIZE, autoretry_for=(psycopg.OperationalError, OSError),
-          retry_backoff=2, retry_backoff_max=30, retry_jitter=True, max_retries=5)
+@app.task(
+    name=TaskNames.FINALIZE,
+    autoretry_for=(psycopg.OperationalError, OSError),
+    retry_backoff=2,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=5,
+)
 def finalize(run_id: str) -> None:
     """Judge a finished run, store its artefacts and set its terminal status."""
     finalize_run(runtime, uuid.UUID(run_id))

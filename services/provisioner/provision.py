@@ -23,8 +23,9 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     """Provision one run; return the status it was left in, or None if it was not ours to move."""
     log = {"runId": str(run_id)}
     with rt.pool.connection() as conn:
-        run = runs_db.transition(conn, run_id, RunStatus.PROVISIONING,
-                                 from_=(RunStatus.QUEUED, RunStatus.PROVISIONING))
+        run = runs_db.transition(
+            conn, run_id, RunStatus.PROVISIONING, from_=(RunStatus.QUEUED, RunStatus.PROVISIONING)
+        )
     if run is None:
         logger.info("run not claimable for provisioning; skipping", extra=log)
         return None
@@ -33,8 +34,9 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     except PolicyViolation as exc:
         return _fail(rt, run_id, f"policy_violation: {exc}")
     try:
-        image = docker_backend.resolve_image(rt.docker(), run.adapter_image,
-                                             rt.settings.pull_timeout_s)
+        image = docker_backend.resolve_image(
+            rt.docker(), run.adapter_image, rt.settings.pull_timeout_s
+        )
     except ImageNotFound as exc:
         return _fail(rt, run_id, f"image_not_found: {exc}")
     plan = {
@@ -46,17 +48,27 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         "network": "none",
         "pidsLimit": rt.settings.pids_limit,
     }
-    values: dict[str, Any] = {"resources": resources.to_json(), "backend": BACKEND,
-                              "image_digest": image.digest, "plan": plan}
+    values: dict[str, Any] = {
+        "resources": resources.to_json(),
+        "backend": BACKEND,
+        "image_digest": image.digest,
+        "plan": plan,
+    }
     with rt.pool.connection() as conn:
         if run.dry_run:
-            moved = runs_db.transition(conn, run_id, RunStatus.SUCCEEDED,
-                                       from_=(RunStatus.PROVISIONING,),
-                                       reason="dry_run: validated; no container was started",
-                                       provisioned_at=_now(conn), **values)
+            moved = runs_db.transition(
+                conn,
+                run_id,
+                RunStatus.SUCCEEDED,
+                from_=(RunStatus.PROVISIONING,),
+                reason="dry_run: validated; no container was started",
+                provisioned_at=_now(conn),
+                **values,
+            )
             return moved.status if moved else None
-        moved = runs_db.transition(conn, run_id, RunStatus.READY,
-                                   from_=(RunStatus.PROVISIONING,), **values)
+        moved = runs_db.transition(
+            conn, run_id, RunStatus.READY, from_=(RunStatus.PROVISIONING,), **values
+        )
     if moved is None:
         return None
     send(rt.celery, TaskNames.EXECUTE, run_id)
@@ -78,7 +90,8 @@ def _now(conn: Any) -> Any:
 def _fail(rt: Runtime, run_id: uuid.UUID, reason: str) -> RunStatus | None:
     redacted = rt.redactor().redact_text(reason)
     with rt.pool.connection() as conn:
-        moved = runs_db.transition(conn, run_id, RunStatus.ERROR,
-                                   from_=(RunStatus.PROVISIONING,), reason=redacted)
+        moved = runs_db.transition(
+            conn, run_id, RunStatus.ERROR, from_=(RunStatus.PROVISIONING,), reason=redacted
+        )
     logger.warning("run could not be provisioned: %s", redacted, extra={"runId": str(run_id)})
     return moved.status if moved else None

@@ -23,8 +23,11 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 def migrate(database_url: str) -> list[str]:
     """Apply pending migrations; return the names applied now (empty when up to date)."""
     scripts = sorted(
-        (p for p in resources.files("shared.db").joinpath("migrations").iterdir()
-         if p.name.endswith(".sql")),
+        (
+            p
+            for p in resources.files("shared.db").joinpath("migrations").iterdir()
+            if p.name.endswith(".sql")
+        ),
         key=lambda p: p.name,
     )
     applied: list[str] = []
@@ -39,9 +42,7 @@ def migrate(database_url: str) -> list[str]:
                     continue
                 with conn.transaction():
                     conn.execute(script.read_text())  # type: ignore[arg-type]
-                    conn.execute(
-                        "INSERT INTO schema_migrations (name) VALUES (%s)", (script.name,)
-                    )
+                    conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (script.name,))
                 logger.info("applied migration %s", script.name)
                 applied.append(script.name)
         finally:

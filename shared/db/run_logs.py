@@ -36,7 +36,11 @@ def append(
 
 
 def page(
-    conn: psycopg.Connection[Any], run_id: uuid.UUID, *, after: int = 0, limit: int = 500,
+    conn: psycopg.Connection[Any],
+    run_id: uuid.UUID,
+    *,
+    after: int = 0,
+    limit: int = 500,
     stream: str | None = None,
 ) -> list[LogLine]:
     """Return up to ``limit`` lines with seq greater than ``after``, in order."""

@@ -67,9 +67,18 @@ class Run:
 _COLUMNS = [f.name for f in fields(Run)]
 _SELECT = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
 # Columns a transition may set besides status; anything else is a programming error.
-_SETTABLE = frozenset(_COLUMNS) - {"id", "persona_id", "method_id", "adapter_image", "input",
-                                   "dry_run", "requested_resources", "status", "queued_at",
-                                   "updated_at"}
+_SETTABLE = frozenset(_COLUMNS) - {
+    "id",
+    "persona_id",
+    "method_id",
+    "adapter_image",
+    "input",
+    "dry_run",
+    "requested_resources",
+    "status",
+    "queued_at",
+    "updated_at",
+}
 _JSON_COLUMNS = frozenset({"resources", "plan", "evaluation", "logs_preview"})
 # The timestamp each status stamps when a run enters it.
 _STAMPS: dict[RunStatus, str] = {
@@ -159,11 +168,18 @@ def transition(
         sql.SQL("updated_at = now()"),
         sql.SQL("status_reason = %(reason)s"),
     ]
-    params: dict[str, Any] = {"to": to.value, "reason": reason, "id": run_id,
-                              "allowed": [s.value for s in allowed]}
+    params: dict[str, Any] = {
+        "to": to.value,
+        "reason": reason,
+        "id": run_id,
+        "allowed": [s.value for s in allowed],
+    }
     if to in _STAMPS:
-        assignments.append(sql.SQL("{} = COALESCE({}, now())").format(
-            sql.Identifier(_STAMPS[to]), sql.Identifier(_STAMPS[to])))
+        assignments.append(
+            sql.SQL("{} = COALESCE({}, now())").format(
+                sql.Identifier(_STAMPS[to]), sql.Identifier(_STAMPS[to])
+            )
+        )
     if to in TERMINAL:
         assignments.append(sql.SQL("finalized_at = now()"))
         assignments.append(sql.SQL("lease_owner = NULL"))
@@ -173,15 +189,18 @@ def transition(
         assignments.append(sql.SQL("heartbeat_at = now()"))
     for name, value in values.items():
         params[f"v_{name}"] = Jsonb(value) if name in _JSON_COLUMNS and value is not None else value
-        assignments.append(sql.SQL("{} = {}").format(
-            sql.Identifier(name), sql.Placeholder(f"v_{name}")))
+        assignments.append(
+            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(f"v_{name}"))
+        )
     guard = "r.status = ANY(%(allowed)s)"
     if attempt is not None:
         guard += " AND r.attempt = %(attempt)s"
         params["attempt"] = attempt
     if stale_lease_s is not None:
-        guard += (" AND (r.status <> 'running' OR r.heartbeat_at IS NULL"
-                  " OR r.heartbeat_at < now() - make_interval(secs => %(stale)s))")
+        guard += (
+            " AND (r.status <> 'running' OR r.heartbeat_at IS NULL"
+            " OR r.heartbeat_at < now() - make_interval(secs => %(stale)s))"
+        )
         params["stale"] = stale_lease_s
     # The CTE reads the status before the update so the event can say where the run came from.
     query = sql.SQL(
@@ -217,13 +236,16 @@ def update_fields(
         sets.append(sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(f"v_{name}")))
     cur = conn.execute(
         sql.SQL("UPDATE sandbox_run SET {} WHERE id = %(id)s AND attempt = %(attempt)s").format(
-            sql.SQL(", ").join(sets)),
+            sql.SQL(", ").join(sets)
+        ),
         params,
     )
     return cur.rowcount == 1
 
 
-def heartbeat(conn: psycopg.Connection[Any], run_id: uuid.UUID, *, attempt: int, owner: str) -> bool:
+def heartbeat(
+    conn: psycopg.Connection[Any], run_id: uuid.UUID, *, attempt: int, owner: str
+) -> bool:
     """Renew the executor's lease; return False if this attempt no longer owns the run."""
     cur = conn.execute(
         "UPDATE sandbox_run SET heartbeat_at = now() "

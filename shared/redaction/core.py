@@ -13,14 +13,25 @@ from .detectors import (
     IP_DETECTORS,
     MASK_RE,
     Detector,
+    TextView,
     mask,
     secret_value_detector,
 )
 
 # Keys whose whole value is a secret in structured data (compared after dropping separators).
 _SECRET_KEY_SUFFIXES = (
-    "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "accesskey",
-    "secretkey", "privatekey", "credential", "credentials",
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "accesskey",
+    "secretkey",
+    "privatekey",
+    "credential",
+    "credentials",
 )
 _AUTH_KEYS = frozenset({"authorization", "proxyauthorization"})
 _AUTH_VALUE = re.compile(
@@ -79,14 +90,23 @@ class Redactor:
         if "[REDACTED:" in text:
             for m in MASK_RE.finditer(text):
                 spans.offer(m.start(), m.end(), None)
-        lowered = text.lower()
+        view = TextView(text)
+        views = view.views
+        # Prechecks are inlined (not Detector.may_match): callers often redact one short line
+        # at a time, where per-detector call overhead is most of the cost.
         for detector in self.detectors:
-            if detector.may_match(text, lowered):
-                for start, end in detector.find(text):
-                    spans.offer(start, end, detector.kind, detector.absorbs)
+            if detector.any_of:
+                hay = views[detector.check_view]
+                for needle in detector.any_of:
+                    if needle in hay:
+                        break
+                else:
+                    continue
+            for start, end in detector.find(view):
+                spans.offer(start, end, detector.kind, detector.absorbs)
         return [
             (start, end, kind)
-            for start, end, kind in zip(spans.starts, spans.ends, spans.kinds)
+            for start, end, kind in zip(spans.starts, spans.ends, spans.kinds, strict=True)
             if kind is not None
         ]
 

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import base64
-import binascii
-import ipaddress
 import json
 import re
+import string
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
+from .validators import (
+    basic_credential_ok,
+    card_ok,
+    e164_ok,
+    has_digit,
+    iban_ok,
+    ipv4_ok,
+    ipv6_ok,
+    ssn_ok,
+    us_phone_ok,
+)
+
 Span = tuple[int, int]
-Finder = Callable[[str], Iterable[Span]]
+Finder = Callable[["TextView"], Iterable[Span]]
 
 MASK_RE = re.compile(r"\[REDACTED:[a-z0-9_]+\]")
 
@@ -22,28 +33,64 @@ def mask(kind: str) -> str:
     return f"[REDACTED:{kind}]"
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_SHAPE_FROM, _SHAPE_TO = string.digits + string.ascii_uppercase, "0" * 10 + "A" * 26
+_SHAPE = str.maketrans(_SHAPE_FROM, _SHAPE_TO)
+_SHAPE_BYTES = bytes.maketrans(_SHAPE_FROM.encode(), _SHAPE_TO.encode())
+
+
+class TextView:
+    """Hold a text and index-aligned views of it for detectors to search.
+
+    ``lower`` lets keyword patterns skip ``re.I``. ``shape`` has digits as '0' and A-Z as 'A',
+    so digit patterns can start with a literal prefix (e.g. ``000-00-0000``) that the regex
+    engine searches for quickly; patterns starting with a digit class crawl on log text.
+    """
+
+    __slots__ = ("lower", "shape", "text", "views")
+
+    def __init__(self, text: str) -> None:
+        """Build the views of ``text``."""
+        self.text = text
+        lower = text.lower()
+        if len(lower) != len(text):
+            # A few non-ASCII characters change length when lower-cased; keep offsets valid.
+            lower = text.translate(_ASCII_LOWER)
+        self.lower = lower
+        if text.isascii():  # bytes.translate is several times faster than str.translate
+            self.shape = text.encode("ascii").translate(_SHAPE_BYTES).decode("ascii")
+        else:
+            self.shape = text.translate(_SHAPE)
+        self.views = {"text": text, "lower": lower, "shape": self.shape}
+
+    def source(self, name: str) -> str:
+        """Return the view called ``name`` ("text", "lower" or "shape")."""
+        return self.views[name]
+
+
 @dataclass(frozen=True)
 class Detector:
     """Describe one way of finding one kind of sensitive data.
 
     ``priority`` orders the table (lower runs first and wins overlaps). ``any_of`` is a cheap
-    substring precheck (against the lower-cased text when ``ignore_case``). An ``absorbs``
-    detector may replace earlier findings that lie strictly inside its own span, so that e.g.
-    ``password=<secret value>123`` becomes one mask instead of a partial one.
+    precheck: the detector runs only if one of these substrings occurs in the view named by
+    ``check_view`` ("text", "lower" or "shape"). An ``absorbs`` detector may replace earlier
+    findings lying strictly inside its own span, so ``password=<secret value>123`` becomes one
+    mask instead of a partial one.
     """
 
     kind: str
     find: Finder
     priority: int
     any_of: tuple[str, ...] = ()
-    ignore_case: bool = False
+    check_view: str = "text"
     absorbs: bool = False
 
-    def may_match(self, text: str, lowered: str) -> bool:
+    def may_match(self, view: TextView) -> bool:
         """Return False when the precheck proves the detector cannot match."""
         if not self.any_of:
             return True
-        hay = lowered if self.ignore_case else text
+        hay = view.source(self.check_view)
         return any(needle in hay for needle in self.any_of)
 
 
@@ -51,13 +98,15 @@ def regex_finder(
     pattern: str | re.Pattern[str],
     group: int | str | tuple[int | str, ...] = 0,
     validate: Callable[[str], bool] | None = None,
+    source: str = "text",
 ) -> Finder:
-    """Build a finder yielding the span of the first participating ``group`` of each match."""
+    """Build a finder running ``pattern`` over a view; spans are validated on the real text."""
     rx = re.compile(pattern) if isinstance(pattern, str) else pattern
     groups = group if isinstance(group, tuple) else (group,)
 
-    def find(text: str) -> Iterator[Span]:
-        for m in rx.finditer(text):
+    def find(view: TextView) -> Iterator[Span]:
+        text = view.text
+        for m in rx.finditer(view.source(source)):
             for g in groups:
                 start, end = m.span(g)
                 if start != -1:
@@ -68,113 +117,55 @@ def regex_finder(
     return find
 
 
-# --- validators -----------------------------------------------------------------------------
-
-def luhn_ok(digits: str) -> bool:
-    """Return True when the digit string passes the Luhn checksum."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-# Issuer prefixes of the big networks; requiring one keeps ids/timestamps (which start with 1)
-# from being masked as cards even when their Luhn digit happens to fit.
-_CARD_IIN = re.compile(r"4|5[1-5]|2[2-7]|3[47]|3[0689]|6(?:011|5|4[4-9]|22)|35")
-
-
-def _card_ok(raw: str) -> bool:
-    groups = re.split(r"[ -]", raw)
-    digits = "".join(groups)
-    if not 13 <= len(digits) <= 19 or not _CARD_IIN.match(digits):
-        return False
-    if len(groups) > 1:
-        if ("-" in raw) == (" " in raw):
-            return False  # mixed separators: not how cards are written
-        sizes = [len(g) for g in groups]
-        four_blocks = all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
-        if not four_blocks and sizes not in ([4, 6, 5], [4, 6, 4]):
-            return False
-    return luhn_ok(digits)
-
-
-_IBAN_LENGTHS = dict(
-    (item[:2], int(item[2:]))
-    for item in (
-        "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 DK18 "
-        "DO28 EE20 EG29 ES24 FI18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HR21 HU28 IE22 IL23 "
-        "IQ23 IS26 IT27 JO30 KW30 KZ20 LB28 LC32 LI21 LT20 LU20 LV21 MC27 MD24 ME22 MK19 MR27 "
-        "MT31 MU30 NL18 NO15 PK24 PL28 PS29 PT25 QA29 RO24 RS22 SA24 SC31 SE24 SI19 SK24 SM27 "
-        "ST25 SV28 TL23 TN24 TR26 UA29 VA22 VG24 XK20"
-    ).split()
-)
-
-
-def _iban_ok(raw: str) -> bool:
-    iban = raw.replace(" ", "")
-    if _IBAN_LENGTHS.get(iban[:2]) != len(iban):
-        return False
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
-
-
-def _ssn_ok(raw: str) -> bool:
-    area, group, serial = raw.split("-")
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
-
-
-def _e164_ok(raw: str) -> bool:
-    digits = sum(ch.isdigit() for ch in raw)
-    # "+1234.5678" reads as a signed decimal, so dotted numbers need at least three groups
-    return 8 <= digits <= 15 and ("." not in raw or raw.count(".") >= 2)
-
-
-def _us_phone_ok(raw: str) -> bool:
-    return raw[0] in "23456789" and raw[3] == raw[7]
-
-
-def _basic_credential_ok(raw: str) -> bool:
-    try:
-        decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    return ":" in decoded
-
-
-def _ipv4_ok(raw: str) -> bool:
-    return all(int(part) <= 255 for part in raw.split("."))
-
-
-def _ipv6_ok(raw: str) -> bool:
-    try:
-        ipaddress.IPv6Address(raw)
-    except ValueError:
-        return False
-    return True
-
-
-def _has_digit(raw: str) -> bool:
-    return any(ch.isdigit() for ch in raw)
-
-
 # --- finders that are not a single regex ----------------------------------------------------
 
 _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}(?![\w-])")
-_EMAIL_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_EMAIL_LOCAL = frozenset(string.ascii_letters + string.digits + "._%+-")
+_IPV4_TAIL = re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?!\w|\.[0-9])")
+_IPV6_TAIL = re.compile(
+    r":[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){1,7}(?:\.[0-9]{1,3}){0,3}(?![\w:]|\.[0-9])"
+)
+_HEX = frozenset(string.hexdigits)
 
 
-def _find_emails(text: str) -> Iterator[Span]:
+def _find_emails(view: TextView) -> Iterator[Span]:
     # Anchor on '@' and walk back over the local part: a regex starting with a character class
     # would go quadratic on long runs of word characters (base64 blobs).
+    text = view.text
     for m in _EMAIL_DOMAIN.finditer(text):
         at = start = m.start()
         while start > 0 and at - start < 64 and text[start - 1] in _EMAIL_LOCAL:
             start -= 1
         if start < at:
             yield start, m.end()
+
+
+def _anchored_finder(
+    tail: re.Pattern[str],
+    head: frozenset[str],
+    max_head: int,
+    forbidden_before: str,
+    validate: Callable[[str], bool],
+) -> Finder:
+    """Build a finder matching ``tail`` at a separator, then walking back over a short head."""
+
+    def find(view: TextView) -> Iterator[Span]:
+        text = view.text
+        pos = 0
+        while (m := tail.search(text, pos)) is not None:
+            start = m.start()
+            while start > 0 and m.start() - start < max_head and text[start - 1] in head:
+                start -= 1
+            before = text[start - 1] if start else " "
+            if (before.isalnum() or before in forbidden_before) or not validate(
+                text[start : m.end()]
+            ):
+                pos = m.start() + 1  # the real match may start at a later separator
+                continue
+            yield start, m.end()
+            pos = m.end()
+
+    return find
 
 
 def _secret_variants(secret: str) -> set[str]:
@@ -211,16 +202,13 @@ def secret_value_detector(secrets: Iterable[str], priority: int = 10) -> Detecto
     ordered = sorted(variants, key=len, reverse=True)  # longest alternative wins at a position
     finder = regex_finder("|".join(map(re.escape, ordered)))
     # With many variants the substring precheck costs more than it saves.
-    return Detector("secret_value", finder, priority, any_of=tuple(ordered) if len(ordered) <= 64
-                    else ())
+    return Detector("secret_value", finder, priority, tuple(ordered) if len(ordered) <= 64 else ())
 
 
 # --- the table --------------------------------------------------------------------------------
+# Keyword patterns run on the lower-cased view and digit patterns on the shape view; boundary
+# lookbehinds come after the literal so the engine can still search for the literal prefix.
 
-_KEY_WORDS = (
-    r"passw(?:or)?d|(?<![a-z])pass|pwd|passphrase|secret(?:[_-]?key)?|token|api[_-]?key|"
-    r"access[_-]?key|private[_-]?key|credentials?"
-)
 _ASSIGN = r"[\"'\\]{0,3}[ \t]*[:=]>?[ \t]*"
 _VALUE = (
     r"(?:\\\"(?P<esc>(?:[^\"\\]|\\[^\"])*)\\\"|\"(?P<dq>(?:[^\"\\\n]|\\.)*)\"|'(?P<sq>[^'\n]*)'"
@@ -228,70 +216,216 @@ _VALUE = (
 )
 _VALUE_GROUPS = ("esc", "dq", "sq", "bare")
 _SCHEMES = r"(?:bearer|basic|token|bot|negotiate|ntlm|digest|apikey)"
+# (literal every match starts with, keyword pattern) for secret_assignment
+_SECRET_KEYS = (
+    ("pass", r"pass(?:w(?:or)?d|phrase|(?<![a-z]pass))"),  # bare "pass" but not "bypass"
+    ("pwd", r"pwd"),
+    ("secret", r"secret(?:[_-]?key)?"),
+    ("token", r"token"),
+    ("api", r"api[_-]?key"),
+    ("access", r"access[_-]?key"),
+    ("private", r"private[_-]?key"),
+    ("credential", r"credentials?"),
+)
+_AWS_SECRET = _ASSIGN + r"[\"'\\]*([a-z0-9/+=]{40})(?![a-z0-9/+=])"
 
 
-def _d(kind: str, priority: int, pattern: str, group: int | str | tuple[int | str, ...] = 0,
-       validate: Callable[[str], bool] | None = None, any_of: tuple[str, ...] = (),
-       ignore_case: bool = False, absorbs: bool = False) -> Detector:
-    return Detector(kind, regex_finder(pattern, group, validate), priority, any_of, ignore_case,
-                    absorbs)
+def _d(
+    kind: str,
+    priority: int,
+    pattern: str,
+    group: int | str | tuple[int | str, ...] = 0,
+    validate: Callable[[str], bool] | None = None,
+    any_of: tuple[str, ...] = (),
+    source: str = "text",
+    absorbs: bool = False,
+) -> Detector:
+    finder = regex_finder(pattern, group, validate, source)
+    return Detector(kind, finder, priority, any_of, source, absorbs)
 
-
-_PEM = r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----"
 
 DEFAULT_DETECTORS: tuple[Detector, ...] = (
     # Unterminated blocks (truncated output) are masked to the end of the text.
-    _d("private_key", 0,
-       _PEM + r"(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY-----|[\s\S]*\Z)", any_of=("PRIVATE KEY",)),
+    _d(
+        "private_key",
+        0,
+        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----"
+        r"(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY-----|[\s\S]*\Z)",
+        any_of=("PRIVATE KEY",),
+    ),
     _d("jwt", 20, r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", any_of=("eyJ",)),
-    _d("aws_access_key_id", 20, r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",
-       any_of=("AKIA", "ASIA")),
-    _d("github_token", 20, r"gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}",
-       any_of=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
+    _d(
+        "aws_access_key_id",
+        20,
+        r"A[KS]IA(?<![A-Z0-9]A[KS]IA)[A-Z0-9]{16}(?![A-Z0-9])",
+        any_of=("AKIA", "ASIA"),
+    ),
+    _d("github_token", 20, r"gh[pousr]_[A-Za-z0-9]{36,255}"),
+    _d("github_token", 20, r"github_pat_[A-Za-z0-9_]{22,255}"),
     _d("slack_token", 20, r"xox[abposr]-[A-Za-z0-9-]{10,}", any_of=("xox",)),
-    _d("stripe_key", 20, r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}",
-       any_of=("_live_", "_test_")),
+    _d("stripe_key", 20, r"[sr]k_(?:live|test)_[A-Za-z0-9]{10,}", any_of=("_live_", "_test_")),
     _d("google_api_key", 20, r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", any_of=("AIza",)),
-    _d("bearer", 30,
-       r"(?i)\b(?:proxy-)?authorization" + _ASSIGN + r"[\"'\\]*(?:" + _SCHEMES + r"[ \t]+)?"
-       r"([^\s\"',;\\]+)", 1, any_of=("authoriz",), ignore_case=True, absorbs=True),
-    _d("bearer", 30, r"(?i)\bbearer[ \t]+([A-Za-z0-9._~+/-]{16,}=*)", 1, _has_digit,
-       any_of=("bearer",), ignore_case=True, absorbs=True),
-    _d("bearer", 30, r"(?i)\bbasic[ \t]+([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])", 1,
-       _basic_credential_ok, any_of=("basic",), ignore_case=True, absorbs=True),
-    _d("url_password", 30, r"://[^\s:/@]*:([^\s/?#@]+(?:@[^\s/?#@]+)*)@", 1, any_of=("://",),
-       absorbs=True),
-    _d("azure_storage_key", 30, r"(?i)\b(?:AccountKey|SharedAccessKey)=([A-Za-z0-9+/=]{16,})", 1,
-       any_of=("accountkey", "sharedaccesskey"), ignore_case=True, absorbs=True),
-    _d("azure_storage_key", 30, r"(?i)\bsig=([A-Za-z0-9%+/=_-]{8,})", 1, any_of=("sig=",),
-       ignore_case=True, absorbs=True),
-    _d("aws_secret_access_key", 30,
-       r"(?i)(?:aws_?secret(?:_?access)?(?:_?key)?|secret_?access_?key)" + _ASSIGN
-       + r"[\"'\\]*([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])", 1,
-       any_of=("aws_secret", "awssecret", "secret_access", "secretaccess"), ignore_case=True,
-       absorbs=True),
-    _d("secret_assignment", 40, r"(?i)(?:" + _KEY_WORDS + r")" + _ASSIGN + _VALUE, _VALUE_GROUPS,
-       any_of=("pass", "pwd", "secret", "token", "key", "credential"), ignore_case=True,
-       absorbs=True),
-    _d("iban", 50,
-       r"[A-Z]{2}(?<![A-Za-z0-9][A-Z]{2})\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
-       r"(?![A-Za-z0-9])", validate=_iban_ok),
-    # Patterns start with the digit itself (boundary checked by a lookbehind after it) so the
-    # regex engine can skip quickly to candidate characters.
-    _d("card", 50, r"\d(?<![\d+-]\d)(?:[ -]?\d){12,18}(?![\d-])", validate=_card_ok),
-    _d("ssn", 50, r"\d(?<![\d-]\d)\d\d-\d\d-\d{4}(?![\d-])", validate=_ssn_ok, any_of=("-",)),
+    _d(
+        "bearer",
+        30,
+        r"authorization(?<![a-z0-9_]authorization)"
+        + _ASSIGN
+        + r"[\"'\\]*(?:"
+        + _SCHEMES
+        + r"[ \t]+)?([^\s\"',;\\]+)",
+        1,
+        any_of=("authorization",),
+        source="lower",
+        absorbs=True,
+    ),
+    _d(
+        "bearer",
+        30,
+        r"bearer(?<![a-z0-9_]bearer)[ \t]+([a-z0-9._~+/-]{16,}=*)",
+        1,
+        has_digit,
+        any_of=("bearer",),
+        source="lower",
+        absorbs=True,
+    ),
+    _d(
+        "bearer",
+        30,
+        r"basic(?<![a-z0-9_]basic)[ \t]+([a-z0-9+/]{8,}={0,2})(?![\w+/=])",
+        1,
+        basic_credential_ok,
+        any_of=("basic",),
+        source="lower",
+        absorbs=True,
+    ),
+    _d(
+        "url_password",
+        30,
+        r"://[^\s:/@]*:([^\s/?#@]+(?:@[^\s/?#@]+)*)@",
+        1,
+        any_of=("://",),
+        absorbs=True,
+    ),
+    *(
+        _d(
+            "azure_storage_key",
+            30,
+            key + r"=([a-z0-9+/=]{16,})",
+            1,
+            any_of=(key,),
+            source="lower",
+            absorbs=True,
+        )
+        for key in ("accountkey", "sharedaccesskey")
+    ),
+    _d(
+        "azure_storage_key",
+        30,
+        r"sig=(?<![a-z0-9_]sig=)([a-z0-9%+/=_-]{8,})",
+        1,
+        any_of=("sig=",),
+        source="lower",
+        absorbs=True,
+    ),
+    _d(
+        "aws_secret_access_key",
+        30,
+        r"secret_?access_?key" + _AWS_SECRET,
+        1,
+        any_of=("secret_access", "secretaccess"),
+        source="lower",
+        absorbs=True,
+    ),
+    _d(
+        "aws_secret_access_key",
+        30,
+        r"aws_?secret(?:_?key)?" + _AWS_SECRET,
+        1,
+        any_of=("aws_secret", "awssecret"),
+        source="lower",
+        absorbs=True,
+    ),
+    *(
+        _d(
+            "secret_assignment",
+            40,
+            key + _ASSIGN + _VALUE,
+            _VALUE_GROUPS,
+            any_of=(literal,),
+            source="lower",
+            absorbs=True,
+        )
+        for literal, key in _SECRET_KEYS
+    ),
+    _d(
+        "iban",
+        50,
+        r"AA00(?<![A-Za-z0-9]AA00)(?: ?[A0]{4}){2,7}(?: ?[A0]{1,3})?(?![A-Za-z0-9])",
+        validate=iban_ok,
+        any_of=("AA00",),
+        source="shape",
+    ),
+    # Word characters around a card mean it is part of a hex id or token, not a card; the
+    # AA00 lookbehinds stop the tail of an IBAN with a bad checksum reading as a card.
+    _d(
+        "card",
+        50,
+        r"0000(?<![\w+-]0000)(?<!AA00 0000)(?<!AA00 [A0]{4} 0000)(?:0{9,15}"
+        r"|[ -]0000[ -]0000[ -]0{1,4}(?:[ -]0{1,3})?|[ -]000000[ -]0{4,5})(?![\w-])",
+        validate=card_ok,
+        source="shape",
+        any_of=(
+            "0" * 13,
+            "0000 0000 0000 0",
+            "0000-0000-0000-0",
+            "0000 000000 0000",
+            "0000-000000-0000",
+        ),
+    ),
+    _d(
+        "ssn",
+        50,
+        r"000-00-0000(?<![\w-]000-00-0000)(?![\w-])",
+        validate=ssn_ok,
+        any_of=("000-00-0000",),
+        source="shape",
+    ),
     Detector("email", _find_emails, 50, any_of=("@",)),
-    _d("phone", 50, r"\+(?<![\w+]\+)[1-9](?:[ .()-]{0,2}\d){7,14}(?!\w|[.-]\d)",
-       validate=_e164_ok, any_of=("+",)),
-    _d("phone", 50, r"(?<![\w(+.-])\([2-9]\d\d\) ?\d{3}[-.]\d{4}(?!\w|[.-]\d)", any_of=("(",)),
-    _d("phone", 50, r"\d(?<![\w(+.-]\d)\d\d[-.]\d{3}[-.]\d{4}(?!\w|[.-]\d)",
-       validate=_us_phone_ok),
+    _d(
+        "phone",
+        50,
+        r"\+(?<![\w+]\+)[1-9](?:[ .()-]{0,2}[0-9]){7,14}(?!\w|[.-][0-9])",
+        validate=e164_ok,
+        any_of=("+",),
+    ),
+    _d(
+        "phone",
+        50,
+        r"\(000\)(?<![\w(+.-]\(000\)) ?000[-.]0000(?!\w|[.-]0)",
+        validate=us_phone_ok,
+        any_of=("(000)",),
+        source="shape",
+    ),
+    *(
+        _d(
+            "phone",
+            50,
+            f"000{sep}000(?<![\\w(+.-]000{sep}000){sep}0000(?!\\w|[.-]0)",
+            validate=us_phone_ok,
+            any_of=(f"000{lit}000{lit}0000",),
+            source="shape",
+        )
+        for sep, lit in (("-", "-"), (r"\.", "."))
+    ),
 )
 
 IP_DETECTORS: tuple[Detector, ...] = (
-    _d("ipv4", 60, r"\d(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\d)",
-       validate=_ipv4_ok, any_of=(".",)),
-    _d("ipv6", 60,
-       r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|(?=::))(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}"
-       r"(?![\w:]|\.\d)", validate=_ipv6_ok, any_of=("::", ":")),
+    Detector(
+        "ipv4",
+        _anchored_finder(_IPV4_TAIL, frozenset(string.digits), 3, "._", ipv4_ok),
+        60,
+        any_of=("0.0",),
+        check_view="shape",
+    ),
+    Detector("ipv6", _anchored_finder(_IPV6_TAIL, _HEX, 4, ":._", ipv6_ok), 60, any_of=(":",)),
 )

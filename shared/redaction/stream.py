@@ -10,8 +10,9 @@ from .detectors import mask
 
 _BEGIN_RE = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----")
 _END_RE = re.compile(r"-----END[A-Z0-9 ]*PRIVATE KEY-----")
-# What the inside of a PEM block looks like: base64 lines and RFC 1421 headers.
-_KEY_BODY_RE = re.compile(r"[A-Za-z0-9+/=]*|[A-Za-z-]+:.*")
+# What the inside of a PEM block looks like: base64 lines and RFC 1421 headers. Short lines
+# are not swallowed, so ordinary words after a runaway block are kept.
+_KEY_BODY_RE = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|(?:Proc-Type|DEK-Info):.*|")
 
 
 class StreamRedactor:
@@ -73,8 +74,10 @@ class StreamRedactor:
         return self._redact_lines(block)
 
     def _process(self, lines: list[str]) -> list[str]:
-        if self._block is None and not self._discarding and not any(
-            "PRIVATE KEY" in line for line in lines
+        if (
+            self._block is None
+            and not self._discarding
+            and not any("PRIVATE KEY" in line for line in lines)
         ):
             return self._redact_lines(lines)
         out: list[str] = []
@@ -85,8 +88,10 @@ class StreamRedactor:
                 self._block_bytes += len(line) + 1
                 if _END_RE.search(line):
                     out += self._flush_block()
-                elif (len(self._block) > self.max_block_lines
-                      or self._block_bytes > self.max_block_bytes):
+                elif (
+                    len(self._block) > self.max_block_lines
+                    or self._block_bytes > self.max_block_bytes
+                ):
                     self._block, self._block_bytes = None, 0
                     self._discarding = True
                     self.redactor.stats["private_key"] += 1
@@ -96,7 +101,7 @@ class StreamRedactor:
                 end = _END_RE.search(line)
                 if end:
                     self._discarding = False
-                    batch.append(line[end.end():])
+                    batch.append(line[end.end() :])
                     continue
                 if _KEY_BODY_RE.fullmatch(line.strip()):
                     continue
@@ -113,10 +118,8 @@ class StreamRedactor:
 
     @staticmethod
     def _opens_block(line: str) -> bool:
-        last = None
-        for last in _BEGIN_RE.finditer(line):
-            pass
-        return last is not None and _END_RE.search(line, last.end()) is None
+        begins = list(_BEGIN_RE.finditer(line))
+        return bool(begins) and _END_RE.search(line, begins[-1].end()) is None
 
 
 class RedactingFilter(logging.Filter):

@@ -1,0 +1,104 @@
+"""Checksum and plausibility checks that turn regex candidates into findings."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+
+
+def luhn_ok(digits: str) -> bool:
+    """Return True when the digit string passes the Luhn checksum."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+# Issuer prefixes of the big networks; requiring one keeps ids/timestamps (which start with 1)
+# from being masked as cards even when their Luhn digit happens to fit.
+_CARD_SEP = re.compile(r"[ -]")
+_CARD_IIN = re.compile(r"4|5[1-5]|2[2-7]|3[47]|3[0689]|6(?:011|5|4[4-9]|22)|35")
+
+
+def card_ok(raw: str) -> bool:
+    if raw[0] not in "23456":
+        return False  # fast exit for the common case: millisecond timestamps
+    groups = _CARD_SEP.split(raw)
+    digits = "".join(groups)
+    if not 13 <= len(digits) <= 19 or not _CARD_IIN.match(digits):
+        return False
+    if len(groups) > 1:
+        if ("-" in raw) == (" " in raw):
+            return False  # mixed separators: not how cards are written
+        sizes = [len(g) for g in groups]
+        four_blocks = all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
+        if not four_blocks and sizes not in ([4, 6, 5], [4, 6, 4]):
+            return False
+    return luhn_ok(digits)
+
+
+_IBAN_LENGTHS = {
+    item[:2]: int(item[2:])
+    for item in (
+        "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 DK18 "
+        "DO28 EE20 EG29 ES24 FI18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HR21 HU28 IE22 IL23 "
+        "IQ23 IS26 IT27 JO30 KW30 KZ20 LB28 LC32 LI21 LT20 LU20 LV21 MC27 MD24 ME22 MK19 MR27 "
+        "MT31 MU30 NL18 NO15 PK24 PL28 PS29 PT25 QA29 RO24 RS22 SA24 SC31 SE24 SI19 SK24 SM27 "
+        "ST25 SV28 TL23 TN24 TR26 UA29 VA22 VG24 XK20"
+    ).split()
+}
+
+
+def iban_ok(raw: str) -> bool:
+    iban = raw.replace(" ", "")
+    if _IBAN_LENGTHS.get(iban[:2]) != len(iban):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def ssn_ok(raw: str) -> bool:
+    area, group, serial = raw.split("-")
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def e164_ok(raw: str) -> bool:
+    digits = sum(ch.isdigit() for ch in raw)
+    # "+1234.5678" reads as a signed decimal, so dotted numbers need at least three groups
+    return 8 <= digits <= 15 and ("." not in raw or raw.count(".") >= 2)
+
+
+def us_phone_ok(raw: str) -> bool:
+    area = raw[1] if raw[0] == "(" else raw[0]
+    return area in "23456789"  # NANP area codes never start with 0 or 1
+
+
+def basic_credential_ok(raw: str) -> bool:
+    try:
+        decoded = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return ":" in decoded
+
+
+def ipv4_ok(raw: str) -> bool:
+    return all(int(part) <= 255 for part in raw.split("."))
+
+
+def ipv6_ok(raw: str) -> bool:
+    if "::" not in raw and raw.count(":") != 7 and not (raw.count(":") == 6 and "." in raw):
+        return False  # times like 10:43:12; also spares ipaddress' slow exception path
+    try:
+        ipaddress.IPv6Address(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def has_digit(raw: str) -> bool:
+    return any(ch.isdigit() for ch in raw)

@@ -1,0 +1,78 @@
+"""Shared fixtures: a real Postgres database and Redis db per xdist worker, and settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from shared.config import Settings, load_settings
+from shared.db import make_pool
+from shared.db.migrate import ensure_database, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_BASE = os.environ.get("SANDBOX_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+REDIS_BASE = os.environ.get("SANDBOX_TEST_REDIS", "redis://127.0.0.1:6379")
+TEST_POLICY = ROOT / "tests" / "policy.toml"
+
+
+def _worker_index(worker_id: str) -> int:
+    return 0 if worker_id == "master" else int(worker_id.removeprefix("gw"))
+
+
+@pytest.fixture(scope="session")
+def database_url(worker_id: str) -> str:
+    """A migrated database of this xdist worker's own."""
+    url = f"{PG_BASE}/sandbox_test_{_worker_index(worker_id)}"
+    ensure_database(url)
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def broker_url(worker_id: str) -> str:
+    """A Redis database of this xdist worker's own (1..15; 0 is the dev fleet's)."""
+    return f"{REDIS_BASE}/{1 + _worker_index(worker_id) % 15}"
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
+def settings_env(database_url: str, broker_url: str, state_dir: Path) -> dict[str, str]:
+    """The environment a fleet process of this test session runs with."""
+    return {
+        "SANDBOX_DATABASE_URL": database_url,
+        "SANDBOX_BROKER_URL": broker_url,
+        "SANDBOX_STATE_DIR": str(state_dir),
+        "SANDBOX_POLICY_FILE": str(TEST_POLICY),
+        "SANDBOX_LOG_FORMAT": "json",
+        "SANDBOX_QUEUED_RESEND_AFTER_S": "20",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(settings_env: dict[str, str]) -> Settings:
+    return load_settings(settings_env)
+
+
+@pytest.fixture(scope="session")
+def session_pool(database_url: str) -> Iterator[ConnectionPool]:
+    pool = make_pool(database_url, max_size=4)
+    pool.open()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def pool(session_pool: ConnectionPool, database_url: str) -> Iterator[ConnectionPool]:
+    """The session pool, with every table emptied after the test."""
+    yield session_pool
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE sandbox_run_log, outbox, sandbox_run")

@@ -1,0 +1,208 @@
+"""The api in-process (Flask test client) against real Postgres and Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from psycopg_pool import ConnectionPool
+
+from services.api.app import create_app
+from shared.auth import issue_token
+from shared.config import Settings
+from shared.db import outbox
+from tests.builders import run_request
+
+
+@pytest.fixture
+def app(settings: Settings, pool: ConnectionPool) -> Iterator[Flask]:
+    app = create_app(settings)
+    yield app
+    app.extensions["sandbox_runtime"].close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(settings)}"}
+
+
+def count_runs(pool: ConnectionPool) -> int:
+    with pool.connection() as conn:
+        return conn.execute("SELECT count(*) AS n FROM sandbox_run").fetchone()["n"]  # type: ignore[index]
+
+
+def test_submit_persists_the_run_and_rings_the_provisioner(
+    client: FlaskClient, auth: dict[str, str], pool: ConnectionPool, settings: Settings
+) -> None:
+    broker = redis.Redis.from_url(settings.broker_url)
+    broker.delete("provision")
+    response = client.post("/api/sandbox/runs", json=run_request(), headers=auth)
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "queued"
+    assert response.headers["Location"] == f"/api/sandbox/runs/{body['id']}"
+    with pool.connection() as conn:
+        assert [e["payload"]["status"] for e in outbox.events_for_run(conn, body["id"])] == [
+            "queued"
+        ]
+    message = json.loads(broker.lpop("provision"))  # type: ignore[arg-type]
+    assert message["headers"]["task"] == "sandbox.provision"
+    # The message names the run and nothing else: no input, no secrets.
+    assert json.loads(__import__("base64").b64decode(message["body"]))[0] == [body["id"]]
+
+
+def test_get_returns_the_run_and_unknown_ids_are_404(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    created = client.post("/api/sandbox/runs", json=run_request(), headers=auth).get_json()
+    run = client.get(f"/api/sandbox/runs/{created['id']}", headers=auth).get_json()
+    assert run["status"] == "queued" and run["methodId"] == "test.run"
+    assert run["timestamps"]["queued"] is not None and run["timestamps"]["finalized"] is None
+    for missing in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        response = client.get(f"/api/sandbox/runs/{missing}", headers=auth)
+        assert response.status_code == 404
+        assert response.get_json()["code"] == 404
+        logs = client.get(f"/api/sandbox/runs/{missing}/logs", headers=auth)
+        assert logs.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        "Bearer not.a.token",
+    ],
+)
+def test_requests_without_a_valid_token_are_401(
+    client: FlaskClient, header: str | None, pool: ConnectionPool
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = client.post("/api/sandbox/runs", json=run_request(), headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["message"]
+    assert "Bearer" in response.headers["WWW-Authenticate"]
+    assert count_runs(pool) == 0
+
+
+def test_expired_and_foreign_tokens_are_401_and_say_why(
+    client: FlaskClient, settings: Settings, tmp_path: Any
+) -> None:
+    expired = issue_token(settings, ttl_s=-120)
+    response = client.get("/api/sandbox/runs/x", headers={"Authorization": f"Bearer {expired}"})
+    assert (response.status_code, response.get_json()["message"]) == (401, "token expired")
+    other = dataclasses.replace(settings, state_dir=tmp_path)  # another issuer key
+    forged = issue_token(other)
+    response = client.get("/api/sandbox/runs/x", headers={"Authorization": f"Bearer {forged}"})
+    assert (response.status_code, response.get_json()["message"]) == (
+        401,
+        "token signature is invalid",
+    )
+    assert forged not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"personaId": "123"}, "personaId"),
+        ({"methodId": "nodot"}, "methodId"),
+        ({"adapterImage": "bad image"}, "adapterImage"),
+        ({"input": [1, 2]}, "input"),
+        ({"surprise": True}, "surprise"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field(
+    client: FlaskClient,
+    auth: dict[str, str],
+    pool: ConnectionPool,
+    change: dict[str, Any],
+    field: str,
+) -> None:
+    response = client.post("/api/sandbox/runs", json=run_request(**change), headers=auth)
+    assert response.status_code == 422
+    assert field in response.get_json()["errors"]["json"]
+    assert count_runs(pool) == 0
+
+
+def test_malformed_json_is_a_4xx_json_error(client: FlaskClient, auth: dict[str, str]) -> None:
+    response = client.post(
+        "/api/sandbox/runs", data="{nope", headers={**auth, "Content-Type": "application/json"}
+    )
+    assert response.status_code in (400, 422)
+    assert response.is_json
+
+
+def test_an_input_over_the_cap_is_413(
+    client: FlaskClient, auth: dict[str, str], settings: Settings, pool: ConnectionPool
+) -> None:
+    big = {"action": "echo", "blob": "x" * (settings.max_input_bytes + 1)}
+    response = client.post("/api/sandbox/runs", json=run_request(input=big), headers=auth)
+    assert response.status_code == 413
+    assert "limit" in response.get_json()["message"]
+    huge = {"blob": "x" * (settings.max_input_bytes * 5)}
+    assert (
+        client.post("/api/sandbox/runs", json=run_request(input=huge), headers=auth).status_code
+        == 413
+    )
+    assert count_runs(pool) == 0
+
+
+def test_broker_down_is_503_and_nothing_is_written(
+    settings: Settings, pool: ConnectionPool
+) -> None:
+    app = create_app(dataclasses.replace(settings, broker_url="redis://127.0.0.1:1/0"))
+    client = app.test_client()
+    response = client.post(
+        "/api/sandbox/runs",
+        json=run_request(),
+        headers={"Authorization": f"Bearer {issue_token(settings)}"},
+    )
+    assert response.status_code == 503
+    assert response.get_json()["message"] == "service unavailable: cannot reach the broker"
+    assert count_runs(pool) == 0
+    with pool.connection() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM outbox").fetchone()["n"] == 0  # type: ignore[index]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["broker"] == "unreachable"
+    app.extensions["sandbox_runtime"].close()
+
+
+def test_database_down_is_503(settings: Settings) -> None:
+    app = create_app(
+        dataclasses.replace(settings, database_url="postgresql://postgres@127.0.0.1:1/none")
+    )
+    client = app.test_client()
+    response = client.post(
+        "/api/sandbox/runs",
+        json=run_request(),
+        headers={"Authorization": f"Bearer {issue_token(settings)}"},
+    )
+    assert response.status_code == 503
+    assert response.get_json()["message"] == "service unavailable: cannot reach the database"
+    assert "Traceback" not in response.get_data(as_text=True)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["postgres"] == "unreachable"
+    app.extensions["sandbox_runtime"].close()
+
+
+def test_health_and_readiness(client: FlaskClient) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").get_json()["status"] == "ready"
+
+
+def test_openapi_document_describes_the_runs_api(client: FlaskClient) -> None:
+    spec = client.get("/api/openapi.json").get_json()
+    assert "/api/sandbox/runs" in spec["paths"]
+    assert "RunRequest" in spec["components"]["schemas"]
