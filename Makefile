@@ -58,8 +58,8 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: venv deps images
-	$(PY) tests/bench/e2e_latency.py
+bench: up
+	$(PY) tests/bench/latency.py
 
 clean: down
 	rm -rf $(VENV) .run
