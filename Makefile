@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: help up down status venv deps images migrate demo test test-unit lint format bench clean
+.PHONY: help up down status venv deps images migrate demo test test-unit lint format bench bench-redact chaos clean
 
 help:
 	@echo "make up      set up everything and start the fleet, then run a demo"
@@ -60,6 +60,10 @@ format: venv
 
 bench: up
 	$(PY) tests/bench/latency.py
+
+bench-redact: venv
+	$(VENV)/bin/pip install -q -r requirements/bench.txt
+	$(PY) tests/bench/redact_bench.py
 
 clean: down
 	rm -rf $(VENV) .run

@@ -25,6 +25,7 @@ class Settings:
     state_dir: Path = Path(".run")
     blob_dir: Path = Path(".run/blobs")
     policy_file: Path | None = None
+    redaction_config: Path | None = None
     max_input_bytes: int = 1024 * 1024
     max_log_bytes: int = 1024 * 1024
     max_line_bytes: int = 16 * 1024
@@ -63,7 +64,7 @@ _INT_FIELDS = {
     "token_ttl_s",
     "db_pool_max",
 }
-_PATH_FIELDS = {"state_dir", "blob_dir", "policy_file"}
+_PATH_FIELDS = {"state_dir", "blob_dir", "policy_file", "redaction_config"}
 _BOOL_FIELDS = {"keep_ip_addresses"}
 _STR_FIELDS = {
     "database_url",
