@@ -18,46 +18,74 @@ from shared.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 
+# The longest a run may take (the timeout guardrail) plus teardown; every broker timer is set
+# from it so a message is never redelivered while its task still legitimately runs.
+LONGEST_TASK_S = 300 + 120
+
+
 def make_celery(name: str, settings: Settings, task_cls: str | type | None = None) -> Celery:
     """Build a Celery app with the fleet's delivery guarantees; it connects lazily."""
     app = Celery(name, broker=settings.broker_url, task_cls=task_cls)
-    longest_run_s = 300
+    visibility_s = LONGEST_TASK_S * 3
+    transport = {
+        # Redis hands an unacked message to another worker after this: longer than any task.
+        "visibility_timeout": visibility_s,
+        # A half-open connection must fail, not hang a worker forever (celery#9705).
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+        "retry_on_timeout": True,
+    }
     app.conf.update(
         task_routes={task: {"queue": queue} for task, queue in ROUTES.items()},
         task_default_queue="provision",
-        # A message is acknowledged only after its task finished, and comes back if the worker
-        # process dies; tasks are idempotent, so a second delivery is harmless.
+        # Acknowledge after the task ran, so a dying worker's message comes back; tasks are
+        # idempotent (compare-and-set on the run), so a second delivery is harmless.
         task_acks_late=True,
+        # A killed pool child must requeue its message, not ack it (celery#1628).
         task_reject_on_worker_lost=True,
+        # Reserve one message per process: long tasks must not hold others hostage.
         worker_prefetch_multiplier=1,
+        # Postgres holds run state; results in Redis would only expire and eat memory.
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        # Redis redelivers an unacked message after this; it must outlast the longest run.
-        broker_transport_options={"visibility_timeout": longest_run_s * 4},
+        # The visibility timeout must be the same everywhere it is read (celery#7651).
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": visibility_s},
+        visibility_timeout=visibility_s,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
+        # After a broker reconnect, stop late-ack tasks that will be redelivered anyway, rather
+        # than run them twice in parallel (celery PR #6654).
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On SIGTERM, give running tasks a bounded warm phase, then requeue what is unacked.
+        worker_soft_shutdown_timeout=20.0,
+        worker_enable_soft_shutdown_on_idle=True,
+        # Backstop only: the executor enforces the wall limit itself; hard < visibility timeout.
+        task_soft_time_limit=LONGEST_TASK_S,
+        task_time_limit=LONGEST_TASK_S + 30,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
         beat_schedule={
+            # Periodic messages expire, so a stopped maintenance worker does not find a backlog.
             "reconcile": {
                 "task": TaskNames.RECONCILE,
                 "schedule": float(settings.sweep_interval_s),
+                "options": {"expires": float(settings.sweep_interval_s)},
             },
-            "relay-outbox": {"task": TaskNames.RELAY_OUTBOX, "schedule": 2.0},
+            # Short, so a dispatch the broker refused is published soon after it is back.
+            "relay-outbox": {
+                "task": TaskNames.RELAY_OUTBOX,
+                "schedule": 1.0,
+                "options": {"expires": 5.0},
+            },
         },
         enable_utc=True,
     )
     return app
-
-
-def send(
-    app: Celery, task: str, run_id: uuid.UUID, attempt: int | None = None, **options: Any
-) -> None:
-    """Enqueue ``task`` for a run: the message carries the run id (and attempt), nothing else."""
-    args: list[Any] = [str(run_id)] if attempt is None else [str(run_id), attempt]
-    app.send_task(task, args=args, queue=ROUTES[task], **options)
 
 
 class RunTask(Task):  # type: ignore[misc]

@@ -31,12 +31,19 @@ class Settings:
     max_line_bytes: int = 16 * 1024
     preview_lines: int = 20
     docker_url: str | None = None
-    executor_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    executor_node: str = field(default_factory=lambda: os.uname().nodename)
     pull_timeout_s: int = 120
     pids_limit: int = 256
     tmpfs_size_mb: int = 64
-    queued_resend_after_s: int = 30
+    resend_after_s: int = 30
     sweep_interval_s: int = 15
+    heartbeat_interval_s: float = 2.0
+    lease_timeout_s: int = 30
+    max_attempts: int = 3
+    queue_deadline_s: int = 3600
+    step_deadline_s: int = 300
+    run_grace_s: int = 60
+    idempotency_ttl_s: int = 86400
     keep_ip_addresses: bool = True
     dev_issuer: str = "sandbox-runner-dev"
     audience: str = "api://sandbox-runner"
@@ -59,18 +66,25 @@ _INT_FIELDS = {
     "pull_timeout_s",
     "pids_limit",
     "tmpfs_size_mb",
-    "queued_resend_after_s",
+    "resend_after_s",
     "sweep_interval_s",
+    "lease_timeout_s",
+    "max_attempts",
+    "queue_deadline_s",
+    "step_deadline_s",
+    "run_grace_s",
+    "idempotency_ttl_s",
     "token_ttl_s",
     "db_pool_max",
 }
 _PATH_FIELDS = {"state_dir", "blob_dir", "policy_file", "redaction_config"}
 _BOOL_FIELDS = {"keep_ip_addresses"}
+_FLOAT_FIELDS = {"heartbeat_interval_s"}
 _STR_FIELDS = {
     "database_url",
     "broker_url",
     "docker_url",
-    "executor_id",
+    "executor_node",
     "dev_issuer",
     "audience",
     "log_format",
@@ -82,7 +96,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``SANDBOX_*`` variables; raise ConfigError on a malformed value."""
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
-    for name in _INT_FIELDS | _PATH_FIELDS | _BOOL_FIELDS | _STR_FIELDS:
+    for name in _INT_FIELDS | _FLOAT_FIELDS | _PATH_FIELDS | _BOOL_FIELDS | _STR_FIELDS:
         raw = env.get(f"SANDBOX_{name.upper()}")
         if raw is None or raw == "":
             continue
@@ -93,6 +107,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 raise ConfigError(
                     f"SANDBOX_{name.upper()} must be an integer, got {raw!r}"
                 ) from None
+        elif name in _FLOAT_FIELDS:
+            try:
+                values[name] = float(raw)
+            except ValueError:
+                raise ConfigError(f"SANDBOX_{name.upper()} must be a number, got {raw!r}") from None
         elif name in _PATH_FIELDS:
             values[name] = Path(raw)
         elif name in _BOOL_FIELDS:

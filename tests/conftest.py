@@ -75,4 +75,4 @@ def pool(session_pool: ConnectionPool, database_url: str) -> Iterator[Connection
     """The session pool, with every table emptied after the test."""
     yield session_pool
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE sandbox_run_log, outbox, sandbox_run")
+        conn.execute("TRUNCATE sandbox_run_log, outbox, idempotency_key, sandbox_run")

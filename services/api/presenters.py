@@ -31,6 +31,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "oomKilled": run.oom_killed,
         "timedOut": run.wall_timed_out,
         "logsPreview": run.logs_preview,
+        "redactions": run.redactions or {},
+        "takeovers": run.takeovers,
         "resources": run.resources,
         "backend": run.backend,
         "imageDigest": run.image_digest,
@@ -48,10 +50,12 @@ def run_json(run: Run) -> dict[str, Any]:
             "started": _ts(run.started_at),
             "finished": _ts(run.finished_at),
             "finalized": _ts(run.finalized_at),
+            "deadline": _ts(run.deadline_at),
         },
         "links": {
             "self": url_for("runs.get_run", run_id=rid),
             "logs": url_for("runs.get_logs", run_id=rid),
+            "cancel": url_for("runs.cancel", run_id=rid),
         },
     }
 

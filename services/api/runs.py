@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
 from typing import Any
 
-import kombu.exceptions
 from flask import current_app, g, request, url_for
 from flask_smorest import Blueprint, abort
 
 from services.api.presenters import log_line_json, run_json
 from services.api.schemas import LogsQuerySchema, RunRequestSchema
-from shared.celery_app import send
-from shared.db import run_logs
+from shared import dispatch
+from shared.db import idempotency, run_logs
 from shared.db import runs as runs_db
-from shared.errors import Unavailable
 from shared.queues import TaskNames
 from shared.runtime import Runtime
+from shared.states import RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +42,49 @@ def _parse_id(run_id: str) -> uuid.UUID:
     raise AssertionError("unreachable")
 
 
+class _KeyTaken(Exception):
+    """A concurrent request bound the idempotency key first."""
+
+
 @blp.route("", methods=["POST"])
 @blp.arguments(RunRequestSchema)
 @blp.response(202)
 def submit(body: dict[str, Any]) -> Any:
-    """Accept a run: persist it with its audit event, then ring the provisioner."""
+    """Accept a run: persist it, its audit event and its dispatch in one transaction.
+
+    With an ``Idempotency-Key`` header the same key and body return the same run; the same key
+    with another body is a 409.
+    """
     rt = _runtime()
     size = len(json.dumps(body["input"], separators=(",", ":")).encode())
     if size > rt.settings.max_input_bytes:
         abort(413, message=f"input is {size} bytes; the limit is {rt.settings.max_input_bytes}")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        abort(422, message="Idempotency-Key must be 1 to 255 characters")
+    caller = str(g.claims.get("sub", ""))
+    digest = hashlib.sha256(json.dumps(request.get_json(), sort_keys=True).encode()).hexdigest()
+    for _ in range(2):
+        try:
+            return _submit_once(rt, body, key, caller, digest)
+        except _KeyTaken:
+            continue  # the other request committed: the next pass replays its run
+    abort(409, message="Idempotency-Key is being used by a concurrent request")
+    raise AssertionError("unreachable")
+
+
+def _submit_once(
+    rt: Runtime, body: dict[str, Any], key: str | None, caller: str, digest: str
+) -> Any:
     with rt.pool.connection() as conn:
+        if key is not None:
+            known = idempotency.lookup(conn, caller, key)
+            if known is not None:
+                if known[0] != digest:
+                    abort(409, message="Idempotency-Key was used with a different request body")
+                run = runs_db.get_run(conn, known[1])
+                assert run is not None
+                return _accepted(run, replayed=True)
         run = runs_db.create_run(
             conn,
             persona_id=body["personaId"],
@@ -61,20 +94,54 @@ def submit(body: dict[str, Any]) -> Any:
             dry_run=body["dryRun"],
             requested_resources=body.get("resources"),
             request_id=g.request_id,
+            deadline_s=rt.settings.queue_deadline_s,
         )
-    try:
-        send(rt.celery, TaskNames.PROVISION, run.id, retry=False)
-    except (kombu.exceptions.OperationalError, OSError) as exc:
-        # The run was committed but nobody was told: take it back so nothing is half-written.
-        with rt.pool.connection() as conn:
-            runs_db.delete_run(conn, run.id)
-        raise Unavailable("the broker") from exc
+        if key is not None and not idempotency.remember(
+            conn, caller, key, digest, run.id, rt.settings.idempotency_ttl_s
+        ):
+            raise _KeyTaken
+        dispatch_id = dispatch.enqueue(conn, TaskNames.PROVISION, run.id)
+    # Committed: the run is safe. Ring now; if the broker is down the relay rings later.
+    dispatch.flush(rt.celery, rt.pool, [dispatch_id])
     logger.info(
         "run accepted",
         extra={"runId": str(run.id), "methodId": run.method_id, "requestId": g.request_id},
     )
-    location = url_for("runs.get_run", run_id=str(run.id))
-    return {"id": str(run.id), "status": run.status.value}, 202, {"Location": location}
+    return _accepted(run, replayed=False)
+
+
+def _accepted(run: runs_db.Run, *, replayed: bool) -> Any:
+    headers = {"Location": url_for("runs.get_run", run_id=str(run.id))}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return {"id": str(run.id), "status": run.status.value}, 202, headers
+
+
+@blp.route("/<run_id>/cancel", methods=["POST"])
+@blp.response(200)
+def cancel(run_id: str) -> Any:
+    """Cancel a run: it ends ``cancelled`` and its container is stopped. Idempotent."""
+    rid = _parse_id(run_id)
+    caller = str(g.claims.get("sub", ""))
+    with _runtime().pool.connection() as conn:
+        run = runs_db.get_run(conn, rid)
+        if run is None:
+            abort(404, message=f"no run with id {run_id!r}")
+        if run.status is not RunStatus.CANCELLED:
+            moved = runs_db.transition(
+                conn,
+                rid,
+                RunStatus.CANCELLED,
+                reason=f"cancelled: by {caller}",
+                cancel_requested_by=caller,
+            )
+            run = moved or runs_db.get_run(conn, rid)
+            assert run is not None
+        if run.status is not RunStatus.CANCELLED:
+            abort(409, message=f"run already ended {run.status.value}; it cannot be cancelled")
+    # A running container is stopped by its executor, whose lease the cancel just revoked.
+    logger.info("run cancelled", extra={"runId": str(rid), "requestId": g.request_id})
+    return run_json(run)
 
 
 @blp.route("/<run_id>", methods=["GET"])

@@ -1,13 +1,16 @@
-"""Execution: claim a ready run, run its container under limits, record what happened."""
+"""Execution: claim a ready run, run (or re-attach to) its container, record what happened."""
 
 from __future__ import annotations
 
 import logging
+import os
 import uuid
+from typing import Any
 
 from services.executor.log_capture import LogCapture
+from shared import dispatch
 from shared.backends import docker as docker_backend
-from shared.celery_app import send
+from shared.backends.docker import Heartbeat
 from shared.db import run_logs
 from shared.db import runs as runs_db
 from shared.errors import BackendError, BackendUnavailable, ImageNotFound
@@ -18,78 +21,64 @@ from shared.states import RunStatus
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 5.0
-# A running run whose heartbeat is older than this belongs to a dead executor and may be taken.
-LEASE_TIMEOUT_S = 30.0
+
+def lease_owner(rt: Runtime) -> str:
+    """Name this process as a lease holder: node and pid, so a dead local holder is recognised."""
+    return f"{rt.settings.executor_node}:{os.getpid()}"
 
 
 def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
-    """Run one attempt of a ready run; return the status it was left in, or None if not ours.
+    """Run one attempt of a run, or take over one whose executor died; return where it ended.
 
-    Raises BackendUnavailable (after releasing the lease) so the task can retry with backoff.
+    Returns None when the run was not ours to move (a duplicate delivery, a live lease, a run
+    already past this step). Raises BackendUnavailable (after releasing the lease) so the task
+    can retry with backoff.
     """
-    owner = rt.settings.executor_id
-    with rt.pool.connection() as conn:
-        run = runs_db.transition(
-            conn,
-            run_id,
-            RunStatus.RUNNING,
-            from_=(RunStatus.READY, RunStatus.RUNNING),
-            bump_attempt=True,
-            stale_lease_s=LEASE_TIMEOUT_S,
-            lease_owner=owner,
-        )
-        if run is not None:
-            run_logs.discard_attempt_lines(conn, run_id, run.attempt)
+    owner = lease_owner(rt)
+    run = _claim(rt, run_id, owner)
     if run is None:
-        logger.info("run not claimable for execution; skipping", extra={"runId": str(run_id)})
         return None
     log = {"runId": str(run_id), "attempt": run.attempt}
-    assert run.resources is not None and run.plan is not None
-    spec = docker_backend.ContainerSpec(
-        run_id=str(run_id),
-        attempt=run.attempt,
-        method_id=run.method_id,
-        image_id=run.plan["imageId"],
-        input_json=docker_backend.dumps_input(run.input),
-        resources=Resources.from_json(run.resources),
-        pids_limit=rt.settings.pids_limit,
-        tmpfs_size_mb=rt.settings.tmpfs_size_mb,
-    )
-    capture = LogCapture(rt.pool, run_id, run.attempt, rt.redactor(), rt.settings.max_log_bytes)
-
-    def heartbeat() -> bool:
-        with rt.pool.connection() as conn:
-            return runs_db.heartbeat(conn, run_id, attempt=run.attempt, owner=owner)
-
+    client = rt.docker()
     try:
-        outcome = docker_backend.run_container(
-            rt.docker(),
-            spec,
+        container = docker_backend.find_container(client, str(run_id), run.attempt)
+        if container is None and run.raw_lines != {"stdout": 0, "stderr": 0}:
+            # The attempt printed before its container vanished: its output cannot be
+            # completed, so this becomes a new attempt from a clean slate.
+            run = _new_attempt(rt, run, owner)
+            if run is None:
+                return None
+        if container is None:
+            container = docker_backend.start(client, _spec(rt, run))
+        else:
+            logger.info("re-attaching to the attempt's container", extra=log)
+        capture = LogCapture(rt.pool, run, owner, rt.redactor(), rt.settings.max_log_bytes)
+        outcome = docker_backend.follow(
+            client,
+            container,
+            _resources(run).timeout_s,
             capture.sink,
-            heartbeat,
-            HEARTBEAT_INTERVAL_S,
+            _heartbeat(rt, run, owner),
+            rt.settings.heartbeat_interval_s,
             rt.settings.max_line_bytes,
         )
+    except docker_backend.LeaseLost:
+        logger.warning("another executor took the run over; detaching", extra=log)
+        return None
     except BackendUnavailable:
         with rt.pool.connection() as conn:
             runs_db.release_lease(conn, run_id, attempt=run.attempt)
         raise
     except (ImageNotFound, BackendError) as exc:
-        capture.close()
-        reason = rt.redactor().redact_text(f"backend_error: {exc}")
-        with rt.pool.connection() as conn:
-            moved = runs_db.transition(
-                conn,
-                run_id,
-                RunStatus.ERROR,
-                from_=(RunStatus.RUNNING,),
-                attempt=run.attempt,
-                reason=reason,
-            )
-        logger.warning("run failed on the backend: %s", reason, extra=log)
-        return moved.status if moved else None
+        return _platform_error(rt, run, owner, exc)
     capture.close()
+    if outcome.cancelled or capture.revoked:
+        # Cancelled, or taken over: the container goes only if the run is over.
+        with rt.pool.connection() as conn:
+            current = runs_db.get_run(conn, run_id)
+        if current is None or current.terminal:
+            docker_backend.remove(client, str(run_id), run.attempt)
+        return None
     with rt.pool.connection() as conn:
         moved = runs_db.transition(
             conn,
@@ -97,6 +86,8 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             RunStatus.FINALIZING,
             from_=(RunStatus.RUNNING,),
             attempt=run.attempt,
+            owner=owner,
+            deadline_s=rt.settings.step_deadline_s,
             exit_code=outcome.exit_code,
             oom_killed=outcome.oom_killed,
             wall_timed_out=outcome.timed_out,
@@ -106,12 +97,17 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             log_lines=capture.stored_lines,
             log_bytes=sum(capture.seen_bytes.values()),
             logs_truncated=capture.truncated,
+            redactions=capture.redaction_counts,
             lease_owner=None,
         )
-    if moved is None:
+        dispatch_id = dispatch.enqueue(conn, TaskNames.FINALIZE, run_id) if moved else None
+    if moved is None or dispatch_id is None:
         logger.warning("attempt went stale while running; result dropped", extra=log)
         return None
-    send(rt.celery, TaskNames.FINALIZE, run_id)
+    dispatch.flush(rt.celery, rt.pool, [dispatch_id])
+    # Only now, with the outcome committed, may the evidence go: an executor dying before this
+    # point leaves the exited container for the next one to collect.
+    docker_backend.remove(client, str(run_id), run.attempt)
     logger.info(
         "container finished",
         extra={
@@ -123,3 +119,140 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         },
     )
     return moved.status
+
+
+def _claim(rt: Runtime, run_id: uuid.UUID, owner: str) -> runs_db.Run | None:
+    """Take a ready run (new attempt) or a running one whose executor is gone (takeover)."""
+    settings = rt.settings
+    with rt.pool.connection() as conn:
+        current = runs_db.get_run(conn, run_id)
+        if current is None or current.status not in (RunStatus.READY, RunStatus.RUNNING):
+            return None
+        if current.status is RunStatus.READY:
+            resources = _resources(current)
+            return runs_db.transition(
+                conn,
+                run_id,
+                RunStatus.RUNNING,
+                from_=(RunStatus.READY,),
+                bump_attempt=True,
+                lease_owner=owner,
+                deadline_s=resources.timeout_s + settings.run_grace_s,
+            )
+        if _holder_is_dead_here(current.lease_owner, settings.executor_node):
+            runs_db.release_lease(conn, run_id, attempt=current.attempt)
+        run = runs_db.transition(
+            conn,
+            run_id,
+            RunStatus.RUNNING,
+            from_=(RunStatus.RUNNING,),
+            attempt=current.attempt,
+            stale_lease_s=settings.lease_timeout_s,
+            bump_takeovers=True,
+            lease_owner=owner,
+        )
+        if run is not None and run.takeovers >= settings.max_attempts:
+            # This run keeps killing its executors: stop trying (no hot loop).
+            runs_db.transition(
+                conn,
+                run_id,
+                RunStatus.ERROR,
+                from_=(RunStatus.RUNNING,),
+                attempt=run.attempt,
+                reason=(
+                    f"max_attempts: gave up after {run.takeovers + 1} tries "
+                    "(executor lost or container engine unreachable)"
+                ),
+            )
+            return None
+        if run is not None:
+            logger.info("took over a run whose executor stopped", extra={"runId": str(run_id)})
+        return run
+
+
+def _holder_is_dead_here(holder: str | None, node: str) -> bool:
+    """Tell whether the lease holder was a process on this node that no longer exists."""
+    if not holder or ":" not in holder:
+        return False
+    holder_node, _, pid = holder.rpartition(":")
+    if holder_node != node or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _new_attempt(rt: Runtime, run: runs_db.Run, owner: str) -> runs_db.Run | None:
+    with rt.pool.connection() as conn:
+        fresh = runs_db.transition(
+            conn,
+            run.id,
+            RunStatus.RUNNING,
+            from_=(RunStatus.RUNNING,),
+            attempt=run.attempt,
+            owner=owner,
+            bump_attempt=True,
+            lease_owner=owner,
+        )
+        if fresh is not None:
+            run_logs.discard_attempt_lines(conn, run.id, fresh.attempt)
+        return fresh
+
+
+def _resources(run: runs_db.Run) -> Resources:
+    assert run.resources is not None, "a ready run has resources"
+    return Resources.from_json(run.resources)
+
+
+def _spec(rt: Runtime, run: runs_db.Run) -> docker_backend.ContainerSpec:
+    assert run.plan is not None, "a ready run has a plan"
+    return docker_backend.ContainerSpec(
+        run_id=str(run.id),
+        attempt=run.attempt,
+        method_id=run.method_id,
+        image_id=run.plan["imageId"],
+        input_json=docker_backend.dumps_input(run.input),
+        resources=_resources(run),
+        pids_limit=rt.settings.pids_limit,
+        tmpfs_size_mb=rt.settings.tmpfs_size_mb,
+    )
+
+
+def _heartbeat(rt: Runtime, run: runs_db.Run, owner: str) -> Any:
+    def beat() -> Heartbeat:
+        with rt.pool.connection() as conn:
+            if runs_db.heartbeat(conn, run.id, attempt=run.attempt, owner=owner):
+                return Heartbeat.CONTINUE
+            current = runs_db.get_run(conn, run.id)
+        if current is None or current.terminal:
+            return Heartbeat.KILL  # cancelled (or ended by the reconciler): stop the container
+        return Heartbeat.DETACH
+
+    return beat
+
+
+def _platform_error(rt: Runtime, run: runs_db.Run, owner: str, exc: Exception) -> RunStatus | None:
+    reason = rt.redactor().redact_text(f"backend_error: {exc}")
+    if isinstance(exc, ImageNotFound):
+        reason = rt.redactor().redact_text(f"image_not_found: {exc}")
+    with rt.pool.connection() as conn:
+        moved = runs_db.transition(
+            conn,
+            run.id,
+            RunStatus.ERROR,
+            from_=(RunStatus.RUNNING,),
+            attempt=run.attempt,
+            owner=owner,
+            reason=reason,
+        )
+    docker_backend.remove(rt.docker(), str(run.id), run.attempt)
+    logger.warning(
+        "run failed on the backend: %s",
+        reason,
+        extra={"runId": str(run.id), "attempt": run.attempt},
+    )
+    return moved.status if moved else None

@@ -85,6 +85,14 @@ def preview(lines: list[run_logs.LogLine], keep: int) -> dict[str, Any]:
     }
 
 
+def _merged(*counts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in counts:
+        for kind, n in (part or {}).items():
+            total[kind] = total.get(kind, 0) + int(n)
+    return total
+
+
 def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     """Finalize a run whose container finished; return its terminal status, or None if not ours."""
     with rt.pool.connection() as conn:

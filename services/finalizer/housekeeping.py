@@ -1,70 +1,150 @@
-"""Periodic work: re-ring the doorbell for runs whose message was lost, and relay the outbox."""
+"""Periodic work: the reconciler (lost messages, dead executors, deadlines, orphan containers)
+and the outbox relay. One reconciler is active at a time (a Postgres advisory lock)."""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from typing import Any
 
-from shared.celery_app import send
-from shared.db import outbox
+from shared import dispatch
+from shared.backends import docker as docker_backend
+from shared.db import idempotency, outbox
 from shared.db import runs as runs_db
+from shared.errors import BackendError
 from shared.queues import TaskNames
 from shared.runtime import Runtime
 from shared.states import RunStatus
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 3
-# Each non-terminal status, the task that moves it on, and how long it may sit before we re-send.
-_RESEND: dict[RunStatus, tuple[str, float]] = {
-    RunStatus.QUEUED: (TaskNames.PROVISION, 30.0),
-    RunStatus.PROVISIONING: (TaskNames.PROVISION, 180.0),
-    RunStatus.READY: (TaskNames.EXECUTE, 30.0),
-    RunStatus.FINALIZING: (TaskNames.FINALIZE, 60.0),
+# Any constant works; every reconciler process must use the same one.
+RECONCILER_LOCK = 0x5A4D_5EE9
+# Each waiting status and the task that moves it on when its message was lost.
+_NEXT_TASK: dict[RunStatus, str] = {
+    RunStatus.QUEUED: TaskNames.PROVISION,
+    RunStatus.PROVISIONING: TaskNames.PROVISION,
+    RunStatus.READY: TaskNames.EXECUTE,
+    RunStatus.FINALIZING: TaskNames.FINALIZE,
 }
-# A running run is only stale once its heartbeat stopped (the executor died).
-_RUNNING_STALE_S = 45.0
 
 
-def reconcile(rt: Runtime) -> dict[str, int]:
-    """Re-send work for runs stuck in a status; end runs that keep crashing their executor."""
+def reconcile(rt: Runtime) -> dict[str, int] | None:
+    """Sweep once; return what was done, or None if another reconciler holds the lock."""
     counts: dict[str, int] = {}
+    dispatch_ids: list[int] = []
     with rt.pool.connection() as conn:
-        for status, (task, after_s) in _RESEND.items():
-            after = rt.settings.queued_resend_after_s if status is RunStatus.QUEUED else after_s
-            for run in runs_db.list_stale(conn, status, after):
-                send(rt.celery, task, run.id)
-                counts[status.value] = counts.get(status.value, 0) + 1
-        for run in runs_db.list_dead_leases(conn, _RUNNING_STALE_S):
-            if run.attempt >= MAX_ATTEMPTS:
-                runs_db.transition(
-                    conn,
-                    run.id,
-                    RunStatus.ERROR,
-                    from_=(RunStatus.RUNNING,),
-                    attempt=run.attempt,
-                    reason=f"max_attempts: the executor died {run.attempt} times",
-                )
-            else:
-                send(rt.celery, TaskNames.EXECUTE, run.id)
-            counts["running"] = counts.get("running", 0) + 1
-    if counts:
-        logger.info("reconciler re-sent work", extra={"counts": counts})
+        locked = conn.execute(
+            "SELECT pg_try_advisory_xact_lock(%s) AS ok", (RECONCILER_LOCK,)
+        ).fetchone()
+        if not locked or not locked["ok"]:
+            return None
+        _end_past_deadline(rt, conn, counts)
+        dispatch_ids += _redispatch_lost(rt, conn, counts)
+        dispatch_ids += _rescue_dead_leases(rt, conn, counts)
+        counts["idempotencyKeysPurged"] = idempotency.purge_expired(conn)
+    dispatch.flush(rt.celery, rt.pool, dispatch_ids)
+    counts["orphansRemoved"] = _remove_orphans(rt)
+    done = {k: v for k, v in counts.items() if v}
+    if done:
+        logger.info("reconciler acted", extra={"counts": done})
     return counts
 
 
-def relay_outbox(rt: Runtime, limit: int = 200) -> int:
-    """Publish unsent events (to the structured log, the local event sink) and mark them sent."""
-    with rt.pool.connection() as conn:
-        batch = outbox.claim_batch(conn, limit)
-        for event in batch:
-            logger.info(
-                "event %s",
-                event["kind"],
-                extra={
-                    "eventId": str(event["event_id"]),
-                    "runId": str(event["run_id"]),
-                    "event": event["payload"],
-                },
+def _end_past_deadline(rt: Runtime, conn: Any, counts: dict[str, int]) -> None:
+    for run in runs_db.list_past_deadline(conn):
+        moved = runs_db.transition(
+            conn,
+            run.id,
+            RunStatus.ERROR,
+            from_=(run.status,),
+            attempt=run.attempt,
+            reason=f"deadline_exceeded: the run stayed {run.status.value} past its deadline",
+        )
+        if moved is not None:
+            counts["deadlineExceeded"] = counts.get("deadlineExceeded", 0) + 1
+
+
+def _redispatch_lost(rt: Runtime, conn: Any, counts: dict[str, int]) -> list[int]:
+    ids = []
+    for status, task in _NEXT_TASK.items():
+        for run in runs_db.list_stale(conn, status, rt.settings.resend_after_s):
+            # Touch the run so it is not re-sent again on every sweep while the task is queued.
+            runs_db.touch(conn, run.id)
+            ids.append(dispatch.enqueue(conn, task, run.id))
+            counts[f"redispatched.{status.value}"] = (
+                counts.get(f"redispatched.{status.value}", 0) + 1
             )
-        outbox.mark_sent(conn, [e["id"] for e in batch])
-    return len(batch)
+    return ids
+
+
+def _rescue_dead_leases(rt: Runtime, conn: Any, counts: dict[str, int]) -> list[int]:
+    ids = []
+    for run in runs_db.list_dead_leases(conn, rt.settings.lease_timeout_s):
+        runs_db.touch(conn, run.id)
+        # The executor that picks this up takes the lease over, re-attaches to the container
+        # and counts the takeover; past max_attempts it ends the run.
+        ids.append(dispatch.enqueue(conn, TaskNames.EXECUTE, run.id))
+        counts["deadLeases"] = counts.get("deadLeases", 0) + 1
+    return ids
+
+
+def _remove_orphans(rt: Runtime) -> int:
+    """Remove containers of runs that are over, unknown, or of an attempt that is not current."""
+    try:
+        client = rt.docker()
+        found = docker_backend.list_sandbox_containers(client)
+    except BackendError:
+        logger.warning("cannot list containers; orphans left for the next sweep")
+        return 0
+    if not found:
+        return 0
+    ids = {uuid.UUID(run_id) for run_id, _, _ in found if _is_uuid(run_id)}
+    with rt.pool.connection() as conn:
+        live = runs_db.live_attempts(conn, list(ids))
+    removed = 0
+    for run_id, attempt, _container in found:
+        if _is_uuid(run_id) and live.get(uuid.UUID(run_id)) == attempt:
+            continue
+        docker_backend.remove(client, run_id, attempt)
+        removed += 1
+    return removed
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def relay_outbox(rt: Runtime, limit: int = 200, older_than_s: float = 1.0) -> int:
+    """Publish unsent outbox rows: dispatches to their queues, events to the event sink.
+
+    Rows younger than ``older_than_s`` are left to the process that wrote them (it publishes
+    right after its commit); the relay only picks up what that process could not send.
+    """
+    with rt.pool.connection() as conn:
+        batch = outbox.claim_batch(conn, limit, older_than_s)
+        sent = []
+        for row in batch:
+            if row["kind"] == dispatch.DISPATCH:
+                try:
+                    dispatch.publish(rt.celery, row["payload"], str(row["event_id"]))
+                except Exception:
+                    logger.warning("broker still unavailable; dispatches wait", exc_info=False)
+                    break
+            else:
+                logger.info(
+                    "event %s",
+                    row["kind"],
+                    extra={
+                        "eventId": str(row["event_id"]),
+                        "runId": str(row["run_id"]),
+                        "event": row["payload"],
+                    },
+                )
+            sent.append(row["id"])
+        outbox.mark_sent(conn, sent)
+    return len(sent)

@@ -6,8 +6,8 @@ import logging
 import uuid
 from typing import Any
 
+from shared import dispatch
 from shared.backends import docker as docker_backend
-from shared.celery_app import send
 from shared.db import runs as runs_db
 from shared.errors import ImageNotFound, PolicyViolation
 from shared.queues import TaskNames
@@ -67,11 +67,18 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             )
             return moved.status if moved else None
         moved = runs_db.transition(
-            conn, run_id, RunStatus.READY, from_=(RunStatus.PROVISIONING,), **values
+            conn,
+            run_id,
+            RunStatus.READY,
+            from_=(RunStatus.PROVISIONING,),
+            deadline_s=rt.settings.queue_deadline_s,
+            **values,
         )
-    if moved is None:
+        # The hand-off commits with the state change: a crash after this loses nothing.
+        dispatch_id = dispatch.enqueue(conn, TaskNames.EXECUTE, run_id) if moved else None
+    if moved is None or dispatch_id is None:
         return None
-    send(rt.celery, TaskNames.EXECUTE, run_id)
+    dispatch.flush(rt.celery, rt.pool, [dispatch_id])
     logger.info("run provisioned", extra={**log, "imageDigest": image.digest})
     return moved.status
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,7 @@ class ContainerOutcome:
     exit_code: int | None = None
     oom_killed: bool = False
     timed_out: bool = False
+    cancelled: bool = False
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
     duration_s: float = 0.0
@@ -143,74 +147,172 @@ class _LineSplitter:
             self.buf = b""
 
 
-def run_container(
-    client: docker.DockerClient,
-    spec: ContainerSpec,
-    sink: LineSink,
-    heartbeat: Callable[[], bool] = lambda: True,
-    heartbeat_interval_s: float = 5.0,
-    max_line_bytes: int = 16 * 1024,
-) -> ContainerOutcome:
-    """Run the container to its end (or its wall limit) and return the outcome.
+class Heartbeat(StrEnum):
+    """What the executor wants after renewing its lease."""
 
-    ``sink(stream, raw_line)`` gets every stdout/stderr line as it is printed, from another
-    thread. ``heartbeat()`` is called every ``heartbeat_interval_s``; when it returns False the
-    attempt lost its lease and the container is killed.
-    """
-    workdir = Path(tempfile.mkdtemp(prefix=f"sandbox-{spec.run_id}-"))
-    container = None
-    outcome = ContainerOutcome()
+    CONTINUE = "continue"
+    KILL = "kill"  # the run was cancelled: stop the container
+    DETACH = "detach"  # another executor took the run over: leave the container to it
+
+
+class LeaseLost(BackendError):
+    """Another executor owns the run now; this one stopped following its container."""
+
+
+def container_name(run_id: str, attempt: int) -> str:
+    """Return the one name an attempt's container can have (a second create conflicts)."""
+    return f"sandbox-{run_id}-{attempt}"
+
+
+def find_container(client: docker.DockerClient, run_id: str, attempt: int) -> Any | None:
+    """Return the container of this attempt, or None if it was never created or is gone."""
     try:
-        _remove_stale(client, spec.run_id)
+        return client.containers.get(container_name(run_id, attempt))
+    except docker.errors.NotFound:
+        return None
+    except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
+        raise _translate(exc, f"looking for the container of {run_id}") from exc
+
+
+def start(client: docker.DockerClient, spec: ContainerSpec) -> Any:
+    """Create and start the attempt's container (removing earlier attempts' leftovers).
+
+    If the attempt's container already exists (a redelivered task raced us) it is returned as is:
+    never a second container for one attempt.
+    """
+    workdir = _input_dir(spec.run_id, spec.attempt)
+    try:
+        _remove_other_attempts(client, spec.run_id, spec.attempt)
+        workdir.mkdir(mode=0o755, parents=True, exist_ok=True)
         # The container user is not root: the input must be world-readable, and only that.
         workdir.chmod(0o755)
         (workdir / "input.json").write_bytes(spec.input_json)
         (workdir / "input.json").chmod(0o644)
-        container = _create(client, spec, workdir)
-        outcome.container_id = container.id
+        try:
+            container = _create(client, spec, workdir)
+        except docker.errors.APIError as exc:
+            if exc.status_code in (400, 409) and "already in use" in str(exc):
+                existing = find_container(client, spec.run_id, spec.attempt)
+                if existing is not None:
+                    return existing
+            raise
+        container.start()
+        return container
+    except docker.errors.ImageNotFound as exc:
+        raise ImageNotFound(f"image {spec.image_id} is no longer on the Docker engine") from exc
+    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+        raise _translate(exc, f"starting {spec.run_id}") from exc
+
+
+def follow(
+    client: docker.DockerClient,
+    container: Any,
+    timeout_s: int,
+    sink: LineSink,
+    heartbeat: Callable[[], Heartbeat] = lambda: Heartbeat.CONTINUE,
+    heartbeat_interval_s: float = 2.0,
+    max_line_bytes: int = 16 * 1024,
+) -> ContainerOutcome:
+    """Stream a started container's output to ``sink`` until it exits; enforce its wall limit.
+
+    Output is read from the engine's log from its first line, so following a container again
+    after an executor died replays everything (the caller skips what it stored). The wall limit
+    counts from the container's own start time, not from when this call began. Raises LeaseLost
+    when ``heartbeat`` says another executor owns the run (the container is left running).
+    """
+    outcome = ContainerOutcome(container_id=container.id)
+    try:
+        container.reload()
         outcome.limits = _limits_of(container)
-        stream = client.api.attach(
-            container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-        )
+        started = _started_epoch(container)
         reader = threading.Thread(
             target=_pump,
-            args=(stream, sink, max_line_bytes),
-            name=f"logs-{spec.run_id}",
+            args=(client, container.id, sink, max_line_bytes),
+            name=f"logs-{container.name}",
             daemon=True,
         )
         reader.start()
-        started = time.monotonic()
-        container.start()
         stats = _StatsSampler(client, container.id)
         stats.start()
-        outcome.timed_out = _wait(
-            container, spec.resources.timeout_s, heartbeat, heartbeat_interval_s, started
-        )
-        outcome.duration_s = time.monotonic() - started
+        verdict = _wait(container, timeout_s, heartbeat, heartbeat_interval_s, started)
+        if verdict is Heartbeat.DETACH:
+            raise LeaseLost("another executor took the run over")
+        outcome.timed_out = verdict == "timeout"
+        outcome.cancelled = verdict is Heartbeat.KILL
         reader.join(timeout=10)
         stats.stop()
         state = client.api.inspect_container(container.id)["State"]
         outcome.exit_code = state.get("ExitCode")
         outcome.oom_killed = bool(state.get("OOMKilled"))
+        outcome.duration_s = max(0.0, _finished_epoch(state) - started)
         outcome.cpu_seconds = stats.cpu_seconds
         outcome.peak_memory_bytes = stats.peak_memory_bytes
         outcome.stats_samples = stats.samples
         return outcome
-    except docker.errors.ImageNotFound as exc:
-        raise ImageNotFound(f"image {spec.image_id} disappeared from the Docker engine") from exc
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-        raise _translate(exc, f"running {spec.run_id}") from exc
+        raise _translate(exc, f"following {container.name}") from exc
+
+
+def run_container(
+    client: docker.DockerClient,
+    spec: ContainerSpec,
+    sink: LineSink,
+    heartbeat: Callable[[], Heartbeat] = lambda: Heartbeat.CONTINUE,
+    heartbeat_interval_s: float = 2.0,
+    max_line_bytes: int = 16 * 1024,
+) -> ContainerOutcome:
+    """Start, follow and remove one container: the whole life of an attempt in one call."""
+    container = start(client, spec)
+    try:
+        return follow(
+            client,
+            container,
+            spec.resources.timeout_s,
+            sink,
+            heartbeat,
+            heartbeat_interval_s,
+            max_line_bytes,
+        )
     finally:
-        if container is not None:
-            _remove(container)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove(client, spec.run_id, spec.attempt)
+
+
+def remove(client: docker.DockerClient, run_id: str, attempt: int) -> None:
+    """Remove an attempt's container and its input directory (gone already is fine)."""
+    container = find_container(client, run_id, attempt)
+    if container is not None:
+        _remove(container)
+    shutil.rmtree(_input_dir(run_id, attempt), ignore_errors=True)
+
+
+def _input_dir(run_id: str, attempt: int) -> Path:
+    # Deterministic, so an executor that takes a run over finds (and later removes) it.
+    return Path(tempfile.gettempdir()) / "sandbox-runner-input" / f"{run_id}-{attempt}"
+
+
+def _started_epoch(container: Any) -> float:
+    return _parse_docker_time(container.attrs["State"].get("StartedAt")) or time.time()
+
+
+def _finished_epoch(state: dict[str, Any]) -> float:
+    return _parse_docker_time(state.get("FinishedAt")) or time.time()
+
+
+def _parse_docker_time(value: str | None) -> float | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker prints nanoseconds; datetime takes microseconds.
+    head, _, rest = value.partition(".")
+    fraction = "".join(ch for ch in rest if ch.isdigit())[:6]
+    stamp = f"{head}.{fraction or '0'}+00:00"
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> Any:
     res = spec.resources
     return client.containers.create(
         spec.image_id,
-        name=f"sandbox-{spec.run_id}-{spec.attempt}",
+        name=container_name(spec.run_id, spec.attempt),
         environment={
             "SANDBOX_RUN_ID": spec.run_id,
             "SANDBOX_METHOD_ID": spec.method_id,
@@ -248,17 +350,18 @@ def _limits_of(container: Any) -> dict[str, Any]:
     }
 
 
-def _pump(stream: Any, sink: LineSink, max_line_bytes: int) -> None:
+def _pump(
+    client: docker.DockerClient, container_id: str, sink: LineSink, max_line_bytes: int
+) -> None:
     splitters = {
-        "stdout": _LineSplitter("stdout", sink, max_line_bytes),
-        "stderr": _LineSplitter("stderr", sink, max_line_bytes),
+        1: _LineSplitter("stdout", sink, max_line_bytes),
+        2: _LineSplitter("stderr", sink, max_line_bytes),
     }
     try:
-        for out, err in stream:
-            if out:
-                splitters["stdout"].feed(out)
-            if err:
-                splitters["stderr"].feed(err)
+        for stream_id, data in _log_frames(client, container_id):
+            splitter = splitters.get(stream_id)
+            if splitter is not None:
+                splitter.feed(data)
     except Exception:  # the engine closing the stream early must not lose what we have
         logger.warning("log stream ended early", exc_info=True)
     finally:
@@ -266,25 +369,61 @@ def _pump(stream: Any, sink: LineSink, max_line_bytes: int) -> None:
             splitter.close()
 
 
-def _wait(
-    container: Any, timeout_s: int, heartbeat: Callable[[], bool], interval_s: float, started: float
-) -> bool:
-    """Wait for the container to exit; kill it at the wall limit. Return True if it timed out."""
+def _log_frames(client: docker.DockerClient, container_id: str) -> Iterator[tuple[int, bytes]]:
+    """Yield (stream id, bytes) from the engine's log of a container, following it to its end.
+
+    The SDK's ``logs()`` drops the stream id; this reads the same multiplexed frames keeping it
+    (1 = stdout, 2 = stderr), from the first line, for running and exited containers alike.
+    """
+    api = client.api
+    response = api._get(
+        api._url("/containers/{0}/logs", container_id),
+        params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
+        stream=True,
+    )
+    api._raise_for_status(response)
+    api._disable_socket_timeout(api._get_raw_response_socket(response))
     while True:
-        remaining = timeout_s - (time.monotonic() - started)
+        header = response.raw.read(8)
+        if len(header) < 8:
+            return
+        stream_id, length = struct.unpack(">BxxxL", header)
+        if not length:
+            continue
+        data = response.raw.read(length)
+        if not data:
+            return
+        yield stream_id, data
+
+
+def _wait(
+    container: Any,
+    timeout_s: int,
+    heartbeat: Callable[[], Heartbeat],
+    interval_s: float,
+    started: float,
+) -> Heartbeat | str:
+    """Wait for the container to exit, renewing the lease; kill it at the wall limit.
+
+    Returns "exited", "timeout", Heartbeat.KILL (cancelled and killed) or Heartbeat.DETACH.
+    """
+    while True:
+        remaining = timeout_s - (time.time() - started)
         if remaining <= 0:
             _kill(container)
-            return True
+            return "timeout"
         try:
-            container.wait(timeout=min(remaining, interval_s))
-            return False
+            container.wait(timeout=max(0.05, min(remaining, interval_s)))
+            return "exited"
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
             if isinstance(exc, requests.exceptions.ConnectionError) and not _is_timeout(exc):
                 raise
-        if not heartbeat():
-            logger.warning("lease lost; killing container %s", container.id)
+        verdict = heartbeat()
+        if verdict is Heartbeat.KILL:
             _kill(container)
-            raise BackendError("the executor lost its lease on the run")
+            return verdict
+        if verdict is Heartbeat.DETACH:
+            return verdict
 
 
 def _is_timeout(exc: Exception) -> bool:
@@ -312,10 +451,26 @@ def _remove(container: Any) -> None:
         logger.warning("could not remove container %s", container.id, exc_info=True)
 
 
-def _remove_stale(client: docker.DockerClient, run_id: str) -> None:
-    """Remove containers left by earlier attempts of this run (a crashed executor's)."""
+def _remove_other_attempts(client: docker.DockerClient, run_id: str, attempt: int) -> None:
+    """Remove containers left by earlier attempts of this run (a dead executor's)."""
     for old in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}):
-        _remove(old)
+        if old.labels.get(LABEL_ATTEMPT) != str(attempt):
+            _remove(old)
+
+
+def list_sandbox_containers(client: docker.DockerClient) -> list[tuple[str, int, Any]]:
+    """Return (run id, attempt, container) for every container this fleet labelled."""
+    found = []
+    try:
+        for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
+            try:
+                attempt = int(container.labels.get(LABEL_ATTEMPT, "0"))
+            except ValueError:
+                attempt = 0
+            found.append((container.labels[LABEL_RUN], attempt, container))
+    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+        raise _translate(exc, "listing sandbox containers") from exc
+    return found
 
 
 def remove_containers_of(client: docker.DockerClient, run_ids: set[str] | None = None) -> int:

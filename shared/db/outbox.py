@@ -7,12 +7,15 @@ from typing import Any
 import psycopg
 
 
-def claim_batch(conn: psycopg.Connection[Any], limit: int = 100) -> list[dict[str, Any]]:
-    """Lock and return unsent events, oldest first; concurrent relays skip each other's rows."""
+def claim_batch(
+    conn: psycopg.Connection[Any], limit: int = 100, older_than_s: float = 0.0
+) -> list[dict[str, Any]]:
+    """Lock and return unsent rows, oldest first; concurrent relays skip each other's rows."""
     return conn.execute(
         "SELECT id, event_id, run_id, kind, payload, created_at FROM outbox "
-        "WHERE sent_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-        (limit,),
+        "WHERE sent_at IS NULL AND created_at < now() - make_interval(secs => %s) "
+        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+        (older_than_s, limit),
     ).fetchall()
 
 

@@ -62,6 +62,17 @@ def all_lines(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> list[LogLine]
     return [LogLine(**r) for r in rows]
 
 
+def stored_totals(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> tuple[int, int, int]:
+    """Return (highest seq, line count, byte count) of the lines stored for a run."""
+    row = conn.execute(
+        "SELECT COALESCE(max(seq), 0) AS seq, count(*) AS n, "
+        "COALESCE(sum(octet_length(line) + 1), 0) AS bytes FROM sandbox_run_log WHERE run_id = %s",
+        (run_id,),
+    ).fetchone()
+    assert row is not None
+    return int(row["seq"]), int(row["n"]), int(row["bytes"])
+
+
 def discard_attempt_lines(conn: psycopg.Connection[Any], run_id: uuid.UUID, attempt: int) -> None:
     """Drop lines written by attempts other than ``attempt`` (a re-run starts clean)."""
     conn.execute(

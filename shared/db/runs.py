@@ -57,6 +57,11 @@ class Run:
     finished_at: datetime | None
     finalized_at: datetime | None
     updated_at: datetime
+    takeovers: int = 0
+    deadline_at: datetime | None = None
+    raw_lines: dict[str, int] | None = None
+    redactions: dict[str, int] | None = None
+    cancel_requested_by: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -79,7 +84,9 @@ _SETTABLE = frozenset(_COLUMNS) - {
     "queued_at",
     "updated_at",
 }
-_JSON_COLUMNS = frozenset({"resources", "plan", "evaluation", "logs_preview"})
+_JSON_COLUMNS = frozenset(
+    {"resources", "plan", "evaluation", "logs_preview", "raw_lines", "redactions"}
+)
 # The timestamp each status stamps when a run enters it.
 _STAMPS: dict[RunStatus, str] = {
     RunStatus.READY: "provisioned_at",
@@ -104,14 +111,16 @@ def create_run(
     dry_run: bool,
     requested_resources: dict[str, Any] | None = None,
     request_id: str | None = None,
+    deadline_s: float | None = None,
 ) -> Run:
     """Insert a queued run and its audit event (same transaction as the caller's)."""
     run_id = uuid.uuid4()
     row = conn.execute(
         sql.SQL(
             "INSERT INTO sandbox_run (id, persona_id, method_id, adapter_image, input, dry_run, "
-            "requested_resources) VALUES (%(id)s, %(persona_id)s, %(method_id)s, "
-            "%(adapter_image)s, %(input)s, %(dry_run)s, %(requested)s) RETURNING {}"
+            "requested_resources, deadline_at) VALUES (%(id)s, %(persona_id)s, %(method_id)s, "
+            "%(adapter_image)s, %(input)s, %(dry_run)s, %(requested)s, "
+            "now() + make_interval(secs => %(deadline)s)) RETURNING {}"
         ).format(_SELECT),
         {
             "id": run_id,
@@ -121,6 +130,7 @@ def create_run(
             "input": Jsonb(input),
             "dry_run": dry_run,
             "requested": Jsonb(requested_resources) if requested_resources else None,
+            "deadline": deadline_s if deadline_s is not None else 3600,
         },
     ).fetchone()
     assert row is not None
@@ -144,8 +154,11 @@ def transition(
     *,
     from_: tuple[RunStatus, ...] | None = None,
     attempt: int | None = None,
+    owner: str | None = None,
     bump_attempt: bool = False,
+    bump_takeovers: bool = False,
     stale_lease_s: float | None = None,
+    deadline_s: float | None = None,
     reason: str | None = None,
     **values: Any,
 ) -> Run | None:
@@ -153,8 +166,9 @@ def transition(
 
     This is the only way a status changes. Returns the updated run, or None when the guard
     failed (another worker moved it first, or the attempt is stale): the caller then does nothing.
-    With ``stale_lease_s``, a run that is already ``running`` is taken over only when its lease is
-    released or its heartbeat is older than that (its executor died).
+    ``owner`` also fences on the lease holder. With ``stale_lease_s``, a run that is already
+    ``running`` is taken over only when its lease was released or its heartbeat is older than
+    that (its executor died). ``deadline_s`` sets the new phase's deadline from the database clock.
     """
     allowed = from_ if from_ is not None else sources_of(to)
     allowed = tuple(s for s in allowed if can_move(s, to))
@@ -185,8 +199,16 @@ def transition(
         assignments.append(sql.SQL("lease_owner = NULL"))
     if bump_attempt:
         assignments.append(sql.SQL("attempt = attempt + 1"))
+        assignments.append(sql.SQL("""raw_lines = '{"stdout": 0, "stderr": 0}'"""))
+    if bump_takeovers:
+        assignments.append(sql.SQL("takeovers = takeovers + 1"))
     if to is RunStatus.RUNNING:
         assignments.append(sql.SQL("heartbeat_at = now()"))
+    if to in TERMINAL:
+        assignments.append(sql.SQL("deadline_at = NULL"))
+    elif deadline_s is not None:
+        assignments.append(sql.SQL("deadline_at = now() + make_interval(secs => %(deadline)s)"))
+        params["deadline"] = deadline_s
     for name, value in values.items():
         params[f"v_{name}"] = Jsonb(value) if name in _JSON_COLUMNS and value is not None else value
         assignments.append(
@@ -196,6 +218,9 @@ def transition(
     if attempt is not None:
         guard += " AND r.attempt = %(attempt)s"
         params["attempt"] = attempt
+    if owner is not None:
+        guard += " AND r.lease_owner = %(owner)s"
+        params["owner"] = owner
     if stale_lease_s is not None:
         guard += (
             " AND (r.status <> 'running' OR r.heartbeat_at IS NULL"
@@ -222,23 +247,23 @@ def transition(
     return run
 
 
-def update_fields(
-    conn: psycopg.Connection[Any], run_id: uuid.UUID, *, attempt: int, **values: Any
+def record_capture(
+    conn: psycopg.Connection[Any],
+    run_id: uuid.UUID,
+    *,
+    attempt: int,
+    owner: str,
+    raw_lines: dict[str, int],
 ) -> bool:
-    """Set non-status columns of the current attempt; return False if the attempt is stale."""
-    unknown = set(values) - _SETTABLE
-    if unknown:
-        raise ValueError(f"update_fields cannot set {sorted(unknown)}")
-    params: dict[str, Any] = {"id": run_id, "attempt": attempt}
-    sets = [sql.SQL("updated_at = now()")]
-    for name, value in values.items():
-        params[f"v_{name}"] = Jsonb(value) if name in _JSON_COLUMNS and value is not None else value
-        sets.append(sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(f"v_{name}")))
+    """Record how many raw lines per stream are stored, if this attempt still owns the run.
+
+    Called in the same transaction as the lines themselves: a stale or cancelled attempt gets
+    False and must roll back, so only the current attempt ever writes logs.
+    """
     cur = conn.execute(
-        sql.SQL("UPDATE sandbox_run SET {} WHERE id = %(id)s AND attempt = %(attempt)s").format(
-            sql.SQL(", ").join(sets)
-        ),
-        params,
+        "UPDATE sandbox_run SET raw_lines = %s, heartbeat_at = now() "
+        "WHERE id = %s AND attempt = %s AND lease_owner = %s AND status = 'running'",
+        (Jsonb(raw_lines), run_id, attempt, owner),
     )
     return cur.rowcount == 1
 
@@ -278,6 +303,34 @@ def list_stale(
     return [_row_to_run(r) for r in rows]
 
 
+def list_past_deadline(conn: psycopg.Connection[Any], limit: int = 100) -> list[Run]:
+    """Return non-terminal runs whose phase deadline has passed (database clock)."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT {} FROM sandbox_run WHERE deadline_at < now() AND status IN "
+            "('queued', 'provisioning', 'ready', 'running', 'finalizing') "
+            "ORDER BY deadline_at LIMIT %s"
+        ).format(_SELECT),
+        (limit,),
+    ).fetchall()
+    return [_row_to_run(r) for r in rows]
+
+
+def touch(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> None:
+    """Mark a run as just looked after (the reconciler re-sent its work)."""
+    conn.execute("UPDATE sandbox_run SET updated_at = now() WHERE id = %s", (run_id,))
+
+
+def live_attempts(conn: psycopg.Connection[Any], run_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Return the current attempt of each run that is not over (absent: over or unknown)."""
+    rows = conn.execute(
+        "SELECT id, attempt FROM sandbox_run WHERE id = ANY(%s) AND status IN "
+        "('queued', 'provisioning', 'ready', 'running', 'finalizing')",
+        (run_ids,),
+    ).fetchall()
+    return {r["id"]: r["attempt"] for r in rows}
+
+
 def list_dead_leases(
     conn: psycopg.Connection[Any], older_than_s: float, limit: int = 100
 ) -> list[Run]:
@@ -286,14 +339,9 @@ def list_dead_leases(
         sql.SQL(
             "SELECT {} FROM sandbox_run WHERE status = 'running' "
             "AND COALESCE(heartbeat_at, updated_at) < now() - make_interval(secs => %s) "
+            "AND updated_at < now() - make_interval(secs => %s) "
             "ORDER BY updated_at LIMIT %s"
         ).format(_SELECT),
-        (older_than_s, limit),
+        (older_than_s, older_than_s, limit),
     ).fetchall()
     return [_row_to_run(r) for r in rows]
-
-
-def delete_run(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> None:
-    """Remove a run that was never handed to the pipeline (its submit could not be enqueued)."""
-    conn.execute("DELETE FROM outbox WHERE run_id = %s", (run_id,))
-    conn.execute("DELETE FROM sandbox_run WHERE id = %s AND status = 'queued'", (run_id,))

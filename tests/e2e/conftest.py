@@ -126,6 +126,14 @@ def start_fleet(
             "-n",
             f"executor-{port}@%h",
         ],
+        "beat": [
+            str(BIN / "celery"),
+            "-A",
+            "services.finalizer.worker",
+            "beat",
+            "--schedule",
+            str(logs / "celerybeat-schedule"),
+        ],
         "finalizer": [
             str(BIN / "celery"),
             "-A",

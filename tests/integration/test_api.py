@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,13 +55,18 @@ def test_submit_persists_the_run_and_rings_the_provisioner(
     assert body["status"] == "queued"
     assert response.headers["Location"] == f"/api/sandbox/runs/{body['id']}"
     with pool.connection() as conn:
-        assert [e["payload"]["status"] for e in outbox.events_for_run(conn, body["id"])] == [
-            "queued"
-        ]
+        rows = outbox.events_for_run(conn, body["id"])
+    assert [(r["kind"], r["payload"].get("status")) for r in rows] == [
+        ("sandbox.run.state_changed", "queued"),
+        ("sandbox.dispatch", None),
+    ]
+    assert rows[1]["sent_at"] is not None, "published right after the commit"
     message = json.loads(broker.lpop("provision"))  # type: ignore[arg-type]
     assert message["headers"]["task"] == "sandbox.provision"
     # The message names the run and nothing else: no input, no secrets.
-    assert json.loads(__import__("base64").b64decode(message["body"]))[0] == [body["id"]]
+    assert json.loads(base64.b64decode(message["body"]))[0] == [body["id"]]
+    # Its id is the dispatch row's stable id, so a consumer can drop a duplicate.
+    assert message["headers"]["id"] == str(rows[1]["event_id"])
 
 
 def test_get_returns_the_run_and_unknown_ids_are_404(
@@ -159,7 +166,7 @@ def test_an_input_over_the_cap_is_413(
     assert count_runs(pool) == 0
 
 
-def test_broker_down_is_503_and_nothing_is_written(
+def test_broker_down_keeps_the_run_and_its_dispatch_in_the_outbox(
     settings: Settings, pool: ConnectionPool
 ) -> None:
     app = create_app(dataclasses.replace(settings, broker_url="redis://127.0.0.1:1/0"))
@@ -169,11 +176,15 @@ def test_broker_down_is_503_and_nothing_is_written(
         json=run_request(),
         headers={"Authorization": f"Bearer {issue_token(settings)}"},
     )
-    assert response.status_code == 503
-    assert response.get_json()["message"] == "service unavailable: cannot reach the broker"
-    assert count_runs(pool) == 0
+    assert response.status_code == 202
+    run_id = response.get_json()["id"]
     with pool.connection() as conn:
-        assert conn.execute("SELECT count(*) AS n FROM outbox").fetchone()["n"] == 0  # type: ignore[index]
+        rows = outbox.events_for_run(conn, run_id)
+    assert [(r["kind"], r["sent_at"] is None) for r in rows] == [
+        ("sandbox.run.state_changed", True),
+        ("sandbox.dispatch", True),
+    ]
+    assert rows[1]["payload"] == {"task": "sandbox.provision", "runId": run_id, "attempt": None}
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"]["broker"] == "unreachable"
     app.extensions["sandbox_runtime"].close()
@@ -195,6 +206,54 @@ def test_database_down_is_503(settings: Settings) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"]["postgres"] == "unreachable"
     app.extensions["sandbox_runtime"].close()
+
+
+def test_idempotency_key_returns_the_same_run_and_refuses_another_body(
+    client: FlaskClient, auth: dict[str, str], pool: ConnectionPool
+) -> None:
+    headers = {**auth, "Idempotency-Key": "deploy-42"}
+    first = client.post("/api/sandbox/runs", json=run_request(), headers=headers)
+    again = client.post("/api/sandbox/runs", json=run_request(), headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = client.post("/api/sandbox/runs", json=run_request(dryRun=True), headers=headers)
+    assert other.status_code == 409
+    assert "different request body" in other.get_json()["message"]
+    assert count_runs(pool) == 1
+    # Expired keys start a new run.
+    with pool.connection() as conn:
+        conn.execute("UPDATE idempotency_key SET expires_at = now() - interval '1 second'")
+    fresh = client.post("/api/sandbox/runs", json=run_request(), headers=headers)
+    assert fresh.get_json()["id"] != first.get_json()["id"]
+
+
+def test_cancel_is_idempotent_and_refused_for_finished_runs(
+    client: FlaskClient, auth: dict[str, str], pool: ConnectionPool
+) -> None:
+    run_id = client.post("/api/sandbox/runs", json=run_request(), headers=auth).get_json()["id"]
+    first = client.post(f"/api/sandbox/runs/{run_id}/cancel", headers=auth)
+    assert first.status_code == 200 and first.get_json()["status"] == "cancelled"
+    assert first.get_json()["statusReason"] == "cancelled: by local-developer"
+    again = client.post(f"/api/sandbox/runs/{run_id}/cancel", headers=auth)
+    assert again.status_code == 200
+    with pool.connection() as conn:
+        events = [
+            e
+            for e in outbox.events_for_run(conn, run_id)
+            if e["payload"].get("status") == "cancelled"
+        ]
+    assert len(events) == 1, "one completion event, however often cancel is called"
+    other = client.post("/api/sandbox/runs", json=run_request(), headers=auth).get_json()["id"]
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE sandbox_run SET status = 'error', finalized_at = now() WHERE id = %s", (other,)
+        )
+    refused = client.post(f"/api/sandbox/runs/{other}/cancel", headers=auth)
+    assert refused.status_code == 409
+    assert refused.get_json()["message"].startswith("run already ended error")
+    missing = client.post(f"/api/sandbox/runs/{uuid.uuid4()}/cancel", headers=auth)
+    assert missing.status_code == 404
 
 
 def test_health_and_readiness(client: FlaskClient) -> None:

@@ -1,0 +1,77 @@
+"""Hand work to the next service through the outbox: durable first, fast when the broker is up.
+
+The dispatch row is written in the transaction of the state change that calls for it, so a
+crash or a broker outage between the commit and the publish loses nothing: the relay (a beat
+task) publishes what is still unsent. After the commit the caller publishes at once and marks
+the row sent, so the normal path pays no polling delay. A duplicate publish is harmless: every
+task starts with a compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import kombu.exceptions
+import psycopg
+from celery import Celery
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from shared.queues import ROUTES
+
+logger = logging.getLogger(__name__)
+
+DISPATCH = "sandbox.dispatch"
+
+
+def enqueue(
+    conn: psycopg.Connection[Any], task: str, run_id: uuid.UUID, attempt: int | None = None
+) -> int:
+    """Write a dispatch intent for ``task`` in the caller's transaction; return its outbox id."""
+    if task not in ROUTES:
+        raise ValueError(f"unknown task {task}")
+    row = conn.execute(
+        "INSERT INTO outbox (event_id, run_id, kind, payload) VALUES (%s, %s, %s, %s) RETURNING id",
+        (
+            uuid.uuid4(),
+            run_id,
+            DISPATCH,
+            Jsonb({"task": task, "runId": str(run_id), "attempt": attempt}),
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+def publish(celery: Celery, payload: dict[str, Any], message_id: str | None = None) -> None:
+    """Send one dispatch to its queue: the message carries the run id (and attempt) only."""
+    task = payload["task"]
+    args: list[Any] = [payload["runId"]]
+    if payload.get("attempt") is not None:
+        args.append(payload["attempt"])
+    celery.send_task(task, args=args, queue=ROUTES[task], task_id=message_id, retry=False)
+
+
+def flush(celery: Celery, pool: ConnectionPool, ids: list[int]) -> bool:
+    """Publish committed dispatch rows now; on a broker error leave them to the relay.
+
+    Returns True when every row was published.
+    """
+    if not ids:
+        return True
+    try:
+        with pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, event_id, payload FROM outbox "
+                "WHERE id = ANY(%s) AND sent_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED",
+                (ids,),
+            ).fetchall()
+            for row in rows:
+                publish(celery, row["payload"], str(row["event_id"]))
+            conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (ids,))
+        return True
+    except (kombu.exceptions.OperationalError, OSError) as exc:
+        logger.warning("broker unavailable; the relay will publish: %s", type(exc).__name__)
+        return False
