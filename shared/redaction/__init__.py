@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .config import PatternSpec, RedactionConfig, load_redaction_config
 from .core import Redactor
 from .detectors import DEFAULT_DETECTORS, IP_DETECTORS, Detector, mask, regex_finder
 from .stream import RedactingFilter, StreamRedactor
@@ -16,9 +17,12 @@ __all__ = [
     "DEFAULT_DETECTORS",
     "IP_DETECTORS",
     "Detector",
+    "PatternSpec",
     "RedactingFilter",
+    "RedactionConfig",
     "Redactor",
     "StreamRedactor",
+    "load_redaction_config",
     "mask",
     "redact_text",
     "regex_finder",

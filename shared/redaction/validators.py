@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import math
 import re
+from collections import Counter
 
 
 def luhn_ok(digits: str) -> bool:
@@ -102,3 +104,50 @@ def ipv6_ok(raw: str) -> bool:
 
 def has_digit(raw: str) -> bool:
     return any(ch.isdigit() for ch in raw)
+
+
+def shannon_entropy(value: str) -> float:
+    """Return the Shannon entropy of ``value`` in bits per character."""
+    if not value:
+        return 0.0
+    size = len(value)
+    return -sum(n / size * math.log2(n / size) for n in Counter(value).values())
+
+
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+# Values that stand for a secret without being one (templating, masking, empty markers).
+_PLACEHOLDER_RE = re.compile(
+    r"(?i)(?:|null|none|nil|true|false|undefined|redacted|hidden|masked|secret|password"
+    r"|\*+|x{3,}|\.{3,}|[-_]+|<[^<>]*>|\$\{[^}]*\}|\{\{.*\}\}|\$\(?[a-z_][a-z0-9_]*\)?"
+    r"|%\(?[a-z_]*\)?s|\[redacted:[a-z0-9_]+\])"
+)
+
+
+def is_placeholder(value: str) -> bool:
+    """Return True for values such as ``${DB_PASSWORD}``, ``<token>``, ``****`` or ``null``."""
+    return _PLACEHOLDER_RE.fullmatch(value) is not None
+
+
+def looks_random(value: str) -> bool:
+    """Return True when ``value`` looks like a generated credential rather than a word or id.
+
+    Like detect-secrets' entropy plugins (limits 4.5 base64 / 3.0 hex, scaled here to the
+    value's length) plus its UUID filter; lower-case values with '/' are paths, not keys.
+    """
+    if len(value) < 16 or _UUID_RE.fullmatch(value):
+        return False
+    if not any(ch.isdigit() for ch in value) or not any(ch.isalpha() for ch in value):
+        return False
+    if "/" in value and value.islower():
+        return False
+    entropy = shannon_entropy(value)
+    if _HEX_RE.fullmatch(value):
+        return entropy >= 3.0
+    # A random string cannot reach log2(len) bits when it is short; cap the bar accordingly.
+    return entropy >= min(3.5, math.log2(len(value)) - 0.5)
+
+
+def national_phone_ok(raw: str) -> bool:
+    # Trunk prefix '0' then a non-zero digit; "00" starts an international call prefix.
+    return raw[0] == "0" and raw[1] != "0"

@@ -1,0 +1,78 @@
+"""Detections added for issue 4 and the false positives they must not bring."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.redaction import Redactor
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "mysql --password s3cr3tpw --user root",
+            "mysql --password [REDACTED:secret_assignment] --user root",
+        ),
+        (
+            "run --db-password=foo1 --token-count 5",
+            "run --db-password=[REDACTED:secret_assignment] --token-count 5",
+        ),
+        ("<password>hunter2</password>", "<password>[REDACTED:secret_assignment]</password>"),
+        ("<apiKey> AbCd1234 </apiKey>", "<apiKey> [REDACTED:secret_assignment] </apiKey>"),
+        ("password=p&ss;w,rd host=db", "password=[REDACTED:secret_assignment] host=db"),
+        ("GET /x?token=abc123&page=2", "GET /x?token=[REDACTED:secret_assignment]&page=2"),
+        ("Password=abc;Host=db", "Password=[REDACTED:secret_assignment];Host=db"),
+        ("password: correcthorse", "password: [REDACTED:secret_assignment]"),
+        (
+            "Cookie: sid=abc123; theme=dark",
+            "Cookie: sid=[REDACTED:cookie]; theme=[REDACTED:cookie]",
+        ),
+        (
+            "Set-Cookie: sid=31d4d96e; Path=/; HttpOnly",
+            "Set-Cookie: sid=[REDACTED:cookie]; Path=/; HttpOnly",
+        ),
+        ("signing_key: Zt8kQ2mN5pR7vX1yB3cD6fG9", "signing_key: [REDACTED:high_entropy]"),
+        ("glpat-abcdefghij1234567890 x", "[REDACTED:gitlab_token] x"),
+        ("hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX", "[REDACTED:slack_token]"),
+        ("rk_live_4eC39HqLyjWDarjtT1zdp7dc", "[REDACTED:stripe_key]"),
+        ("id abc8Q~abcdefghijklmnopqrstuvwxyz0123456 x", "id [REDACTED:azure_client_secret] x"),
+        ("call 01 42 68 53 00 or 020 7946 0958", "call [REDACTED:phone] or [REDACTED:phone]"),
+        (
+            "https://x-access-token:s3cretPW@github.com/o/r",
+            "https://x-access-token:[REDACTED:url_password]@github.com/o/r",
+        ),
+        (
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQdGBF\n-----END PGP PRIVATE KEY BLOCK----- ok",
+            "[REDACTED:private_key] ok",
+        ),
+    ],
+)
+def test_new_detections(line: str, expected: str) -> None:
+    assert Redactor().redact_text(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "token: expected 3 segments",
+        "error: token: invalid signature",
+        "Password: required field",
+        "git clone git@github.com:org/repo.git",
+        "PWD=/home/app password=${DB_PASSWORD} token=null secret: <redacted>",
+        "idempotency_key=550e8400-e29b-41d4-a716-446655440000",
+        "s3 key=uploads/2024/11/report-1234.pdf",
+        "x-cookie: a=b",
+        "ts 081109 211038 and 0000 0000",
+        "--password-stdin given",
+    ],
+)
+def test_prose_and_ids_are_kept(line: str) -> None:
+    assert Redactor().redact_text(line) == line
+
+
+def test_allow_list_keeps_exact_values() -> None:
+    redactor = Redactor(allow=["AKIAIOSFODNN7EXAMPLE"])
+    assert redactor.redact_text("AKIAIOSFODNN7EXAMPLE AKIAABCDEFGHIJKLMNOP") == (
+        "AKIAIOSFODNN7EXAMPLE [REDACTED:aws_access_key_id]"
+    )
