@@ -18,15 +18,16 @@ from shared.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 
-# The longest a run may take (the timeout guardrail) plus teardown; every broker timer is set
-# from it so a message is never redelivered while its task still legitimately runs.
+# The longest a task may take: the timeout guardrail plus teardown. The visibility timeout
+# (SANDBOX_VISIBILITY_TIMEOUT_S, default three times this) must stay above it, so a message is
+# not redelivered while its task still legitimately runs.
 LONGEST_TASK_S = 300 + 120
 
 
 def make_celery(name: str, settings: Settings, task_cls: str | type | None = None) -> Celery:
     """Build a Celery app with the fleet's delivery guarantees; it connects lazily."""
     app = Celery(name, broker=settings.broker_url, task_cls=task_cls)
-    visibility_s = LONGEST_TASK_S * 3
+    visibility_s = settings.visibility_timeout_s
     transport = {
         # Redis hands an unacked message to another worker after this: longer than any task.
         "visibility_timeout": visibility_s,

@@ -26,6 +26,9 @@ class Settings:
     blob_dir: Path = Path(".run/blobs")
     policy_file: Path | None = None
     redaction_config: Path | None = None
+    fault_dir: Path | None = None
+    fleet_name: str = "sandbox-runner"
+    visibility_timeout_s: int = 1260
     max_input_bytes: int = 1024 * 1024
     max_log_bytes: int = 1024 * 1024
     max_line_bytes: int = 16 * 1024
@@ -77,7 +80,7 @@ _INT_FIELDS = {
     "token_ttl_s",
     "db_pool_max",
 }
-_PATH_FIELDS = {"state_dir", "blob_dir", "policy_file", "redaction_config"}
+_PATH_FIELDS = {"state_dir", "blob_dir", "policy_file", "redaction_config", "fault_dir"}
 _BOOL_FIELDS = {"keep_ip_addresses"}
 _FLOAT_FIELDS = {"heartbeat_interval_s"}
 _STR_FIELDS = {
@@ -85,6 +88,7 @@ _STR_FIELDS = {
     "broker_url",
     "docker_url",
     "executor_node",
+    "fleet_name",
     "dev_issuer",
     "audience",
     "log_format",

@@ -10,7 +10,10 @@ task starts with a compare-and-set.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kombu.exceptions
@@ -75,3 +78,22 @@ def flush(celery: Celery, pool: ConnectionPool, ids: list[int]) -> bool:
     except (kombu.exceptions.OperationalError, OSError) as exc:
         logger.warning("broker unavailable; the relay will publish: %s", type(exc).__name__)
         return False
+
+
+_background: tuple[int, ThreadPoolExecutor] | None = None
+_background_lock = threading.Lock()
+
+
+def flush_in_background(celery: Celery, pool: ConnectionPool, ids: list[int]) -> None:
+    """Publish committed dispatch rows from a helper thread, so the caller answers at once.
+
+    For the api: with the broker down a publish waits out the client's connection retries
+    (seconds); the run is already safe in the outbox, so the response must not wait for that.
+    """
+    global _background
+    with _background_lock:
+        # One thread per process, created after fork (a thread does not survive a fork).
+        if _background is None or _background[0] != os.getpid():
+            _background = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="dispatch"))
+        executor = _background[1]
+    executor.submit(flush, celery, pool, ids)

@@ -53,7 +53,7 @@ def settings_env(database_url: str, broker_url: str, state_dir: Path) -> dict[st
         "SANDBOX_STATE_DIR": str(state_dir),
         "SANDBOX_POLICY_FILE": str(TEST_POLICY),
         "SANDBOX_LOG_FORMAT": "json",
-        "SANDBOX_QUEUED_RESEND_AFTER_S": "20",
+        "SANDBOX_FLEET_NAME": f"test-{database_url.rsplit('/', 1)[1]}",
     }
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the fleet needs on a Debian/Ubuntu machine, skipping what is there:
-# Docker engine (docker.io), PostgreSQL, Redis, debootstrap and busybox-static (offline images).
+# Docker engine (docker.io), PostgreSQL, Redis, debootstrap and busybox-static (offline images),
+# docker-compose (v1; validates and runs compose.yaml in tests/deploy).
 # Idempotent; needs root (or sudo).
 set -euo pipefail
 
@@ -11,6 +12,7 @@ SUDO=""
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 [[ -x /bin/busybox ]] || need+=(busybox-static)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

@@ -102,7 +102,7 @@ def _submit_once(
             raise _KeyTaken
         dispatch_id = dispatch.enqueue(conn, TaskNames.PROVISION, run.id)
     # Committed: the run is safe. Ring now; if the broker is down the relay rings later.
-    dispatch.flush(rt.celery, rt.pool, [dispatch_id])
+    dispatch.flush_in_background(rt.celery, rt.pool, [dispatch_id])
     logger.info(
         "run accepted",
         extra={"runId": str(run.id), "methodId": run.method_id, "requestId": g.request_id},

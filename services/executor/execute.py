@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from services.executor.log_capture import LogCapture
-from shared import dispatch
+from shared import dispatch, faults
 from shared.backends import docker as docker_backend
 from shared.backends.docker import Heartbeat
 from shared.db import run_logs
@@ -38,6 +38,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     run = _claim(rt, run_id, owner)
     if run is None:
         return None
+    faults.crash_point(rt.settings, "execute.claimed")
     log = {"runId": str(run_id), "attempt": run.attempt}
     client = rt.docker()
     try:
@@ -50,6 +51,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
                 return None
         if container is None:
             container = docker_backend.start(client, _spec(rt, run))
+            faults.crash_point(rt.settings, "execute.after_start")
         else:
             logger.info("re-attaching to the attempt's container", extra=log)
         capture = LogCapture(rt.pool, run, owner, rt.redactor(), rt.settings.max_log_bytes)
@@ -219,6 +221,7 @@ def _spec(rt: Runtime, run: runs_db.Run) -> docker_backend.ContainerSpec:
         resources=_resources(run),
         pids_limit=rt.settings.pids_limit,
         tmpfs_size_mb=rt.settings.tmpfs_size_mb,
+        fleet=rt.settings.fleet_name,
     )
 
 

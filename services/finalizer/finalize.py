@@ -7,6 +7,7 @@ import logging
 import uuid
 from typing import Any
 
+from shared import faults
 from shared.db import run_logs
 from shared.db import runs as runs_db
 from shared.redaction import Redactor
@@ -133,6 +134,7 @@ def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     }
     location = rt.blobs.put(prefix + "result.json", json.dumps(result).encode(), "application/json")
     rt.blobs.put(prefix + "metrics.json", json.dumps(metrics).encode(), "application/json")
+    faults.crash_point(rt.settings, "finalize.after_blobs")
     with rt.pool.connection() as conn:
         moved = runs_db.transition(
             conn,

@@ -93,7 +93,7 @@ def _remove_orphans(rt: Runtime) -> int:
     """Remove containers of runs that are over, unknown, or of an attempt that is not current."""
     try:
         client = rt.docker()
-        found = docker_backend.list_sandbox_containers(client)
+        found = docker_backend.list_sandbox_containers(client, rt.settings.fleet_name)
     except BackendError:
         logger.warning("cannot list containers; orphans left for the next sweep")
         return 0
@@ -103,10 +103,10 @@ def _remove_orphans(rt: Runtime) -> int:
     with rt.pool.connection() as conn:
         live = runs_db.live_attempts(conn, list(ids))
     removed = 0
-    for run_id, attempt, _container in found:
+    for run_id, attempt, container in found:
         if _is_uuid(run_id) and live.get(uuid.UUID(run_id)) == attempt:
             continue
-        docker_backend.remove(client, run_id, attempt)
+        docker_backend.remove_labelled(container)
         removed += 1
     return removed
 

@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from shared import dispatch
+from shared import dispatch, faults
 from shared.backends import docker as docker_backend
 from shared.db import runs as runs_db
 from shared.errors import ImageNotFound, PolicyViolation
@@ -78,6 +78,7 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         dispatch_id = dispatch.enqueue(conn, TaskNames.EXECUTE, run_id) if moved else None
     if moved is None or dispatch_id is None:
         return None
+    faults.crash_point(rt.settings, "provision.after_commit")
     dispatch.flush(rt.celery, rt.pool, [dispatch_id])
     logger.info("run provisioned", extra={**log, "imageDigest": image.digest})
     return moved.status

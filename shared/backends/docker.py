@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 INPUT_DIR = "/sandbox/input"
 INPUT_PATH = f"{INPUT_DIR}/input.json"
 LABEL_RUN = "sandbox-runner.run-id"
+# Which fleet owns a container: a reconciler only ever removes its own fleet's containers, so
+# two fleets (staging and production, or parallel test fleets) can share one engine.
+LABEL_FLEET = "sandbox-runner.fleet"
 LABEL_ATTEMPT = "sandbox-runner.attempt"
 SANDBOX_USER = "65534:65534"
 
@@ -59,6 +62,7 @@ class ContainerSpec:
     resources: Resources
     pids_limit: int = 256
     tmpfs_size_mb: int = 64
+    fleet: str = "sandbox-runner"
 
 
 @dataclass(slots=True)
@@ -285,6 +289,15 @@ def remove(client: docker.DockerClient, run_id: str, attempt: int) -> None:
     shutil.rmtree(_input_dir(run_id, attempt), ignore_errors=True)
 
 
+def remove_labelled(container: Any) -> None:
+    """Remove a container found by its labels (whatever its name) and its input directory."""
+    _remove(container)
+    run_id = container.labels.get(LABEL_RUN, "")
+    attempt = container.labels.get(LABEL_ATTEMPT, "")
+    if run_id and attempt.isdigit():
+        shutil.rmtree(_input_dir(run_id, int(attempt)), ignore_errors=True)
+
+
 def _input_dir(run_id: str, attempt: int) -> Path:
     # Deterministic, so an executor that takes a run over finds (and later removes) it.
     return Path(tempfile.gettempdir()) / "sandbox-runner-input" / f"{run_id}-{attempt}"
@@ -319,7 +332,11 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> 
             "SANDBOX_ATTEMPT": str(spec.attempt),
             "SANDBOX_INPUT_PATH": INPUT_PATH,
         },
-        labels={LABEL_RUN: spec.run_id, LABEL_ATTEMPT: str(spec.attempt)},
+        labels={
+            LABEL_RUN: spec.run_id,
+            LABEL_ATTEMPT: str(spec.attempt),
+            LABEL_FLEET: spec.fleet,
+        },
         mounts=[Mount(INPUT_DIR, str(workdir), type="bind", read_only=True)],
         user=SANDBOX_USER,
         read_only=True,
@@ -458,11 +475,13 @@ def _remove_other_attempts(client: docker.DockerClient, run_id: str, attempt: in
             _remove(old)
 
 
-def list_sandbox_containers(client: docker.DockerClient) -> list[tuple[str, int, Any]]:
-    """Return (run id, attempt, container) for every container this fleet labelled."""
+def list_sandbox_containers(client: docker.DockerClient, fleet: str) -> list[tuple[str, int, Any]]:
+    """Return (run id, attempt, container) for every container of this fleet."""
     found = []
     try:
-        for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
+        for container in client.containers.list(
+            all=True, filters={"label": [LABEL_RUN, f"{LABEL_FLEET}={fleet}"]}
+        ):
             try:
                 attempt = int(container.labels.get(LABEL_ATTEMPT, "0"))
             except ValueError:
@@ -471,16 +490,6 @@ def list_sandbox_containers(client: docker.DockerClient) -> list[tuple[str, int,
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
         raise _translate(exc, "listing sandbox containers") from exc
     return found
-
-
-def remove_containers_of(client: docker.DockerClient, run_ids: set[str] | None = None) -> int:
-    """Remove sandbox containers whose run is in ``run_ids`` (all of ours if None)."""
-    removed = 0
-    for container in client.containers.list(all=True, filters={"label": LABEL_RUN}):
-        if run_ids is None or container.labels.get(LABEL_RUN) in run_ids:
-            _remove(container)
-            removed += 1
-    return removed
 
 
 class _StatsSampler:

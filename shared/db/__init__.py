@@ -16,5 +16,8 @@ def make_pool(database_url: str, max_size: int = 4) -> ConnectionPool:
         kwargs={"row_factory": dict_row},
         # A dead server should fail a request in seconds, not hang it for the 30 s default.
         timeout=5,
+        # A connection the server dropped (restart, pg_terminate_backend) is noticed on checkout
+        # and replaced, instead of failing the first query that uses it.
+        check=ConnectionPool.check_connection,
         name="sandbox-runner",
     )

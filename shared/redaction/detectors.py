@@ -46,6 +46,26 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _SHAPE_FROM, _SHAPE_TO = string.digits + string.ascii_uppercase, "0" * 10 + "A" * 26
 _SHAPE = str.maketrans(_SHAPE_FROM, _SHAPE_TO)
 _SHAPE_BYTES = bytes.maketrans(_SHAPE_FROM.encode(), _SHAPE_TO.encode())
+# The digits view is the shape view without the separators of phone and card numbers, so a
+# number written "415 555-0134" reads as one run of zeros that a literal search can find.
+# Dots stay: dropping them would make every IPv4 address and decimal look like a long number.
+_DIGIT_SEPARATORS = " ()-"
+_DIGITS = {**_SHAPE, **dict.fromkeys(map(ord, _DIGIT_SEPARATORS))}
+
+
+class _Views(dict[str, str]):
+    """Views of a ``TextView``, each computed the first time a detector asks for it."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: TextView) -> None:
+        super().__init__(text=owner.text)
+        self.owner = owner
+
+    def __missing__(self, name: str) -> str:
+        value: str = getattr(self.owner, name)
+        self[name] = value
+        return value
 
 
 class TextView:
@@ -54,27 +74,114 @@ class TextView:
     ``lower`` lets keyword patterns skip ``re.I``. ``shape`` has digits as '0' and A-Z as 'A',
     so digit patterns can start with a literal prefix (e.g. ``000-00-0000``) that the regex
     engine searches for quickly; patterns starting with a digit class crawl on log text.
+    Views are computed on first use; ``digits`` is not index-aligned (see
+    ``_DIGIT_SEPARATORS``).
     """
 
-    __slots__ = ("lower", "shape", "text", "views")
+    __slots__ = ("_digits", "_lower", "_shape", "text", "views")
+
+    views: dict[str, str]
 
     def __init__(self, text: str) -> None:
-        """Build the views of ``text``."""
+        """Hold ``text``; its views are computed when first used."""
         self.text = text
-        lower = text.lower()
-        if len(lower) != len(text):
-            # A few non-ASCII characters change length when lower-cased; keep offsets valid.
-            lower = text.translate(_ASCII_LOWER)
-        self.lower = lower
-        if text.isascii():  # bytes.translate is several times faster than str.translate
-            self.shape = text.encode("ascii").translate(_SHAPE_BYTES).decode("ascii")
-        else:
-            self.shape = text.translate(_SHAPE)
-        self.views = {"text": text, "lower": lower, "shape": self.shape}
+        self._lower: str | None = None
+        self._shape: str | None = None
+        self._digits: bytes | None = None
+        self.views = _Views(self)
+
+    @property
+    def lower(self) -> str:
+        """Return the text with A-Z lower-cased (offsets unchanged)."""
+        if self._lower is None:
+            text = self.text
+            lower = text.lower()
+            if len(lower) != len(text):
+                # A few non-ASCII characters change length when lower-cased; keep offsets.
+                lower = text.translate(_ASCII_LOWER)
+            self._lower = lower
+        return self._lower
+
+    @property
+    def shape(self) -> str:
+        """Return the text with digits as '0' and A-Z as 'A'."""
+        if self._shape is None:
+            text = self.text
+            if text.isascii():  # bytes.translate is several times faster than str.translate
+                self._shape = text.encode("ascii").translate(_SHAPE_BYTES).decode("ascii")
+            else:
+                self._shape = text.translate(_SHAPE)
+        return self._shape
+
+    @property
+    def digits(self) -> bytes:
+        """Return the shape view without number separators, UTF-8 encoded.
+
+        Not index-aligned with ``text``; only its lines correspond to the lines of the text.
+        """
+        if self._digits is None:
+            text = self.text
+            if text.isascii():
+                raw = text.encode("ascii").translate(_SHAPE_BYTES, _DIGIT_SEPARATORS.encode())
+            else:
+                raw = text.translate(_DIGITS).encode("utf-8", "surrogatepass")
+            self._digits = raw
+        return self._digits
 
     def source(self, name: str) -> str:
         """Return the view called ``name`` ("text", "lower" or "shape")."""
-        return self.views[name]
+        try:
+            return self.views[name]
+        except KeyError:
+            return getattr(self, name)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A cheap search that finds the lines where a group of detectors can match.
+
+    ``pattern`` runs over the whole text's ``view``; its detectors then run only on the
+    lines holding a match, so one scan replaces a scan per detector. Every finding of a gated
+    detector must lie on a line where the gate matches. Gate patterns start with a literal
+    (so the regex engine searches for it quickly) and check the rest with lookarounds; a
+    single rare character is searched with ``str.find`` instead, which is faster still.
+    """
+
+    view: str
+    pattern: re.Pattern[str] | re.Pattern[bytes] | str
+
+
+def _gate(view: str, pattern: str) -> Gate:
+    if len(pattern) == 1:
+        return Gate(view, pattern)
+    if view == "digits":
+        return Gate(view, re.compile(pattern.encode("ascii")))
+    return Gate(view, re.compile(pattern))
+
+
+# Keys are the names in ``Detector.gate``; the comments say which detectors each one serves.
+GATES: dict[str, Gate] = {
+    # key, token, cookie, *key assignments, private keys, k_live_ (Stripe), hooks.slack.com
+    "k": _gate("lower", r"k(?:e[yn]|ie|_(?:live|test|prod)_|s\.slack\.com)"),
+    "p": _gate("lower", r"p(?:ass|wd)"),  # password, passwd, passphrase, pass, pwd
+    # secret, credentials, whsec_ (Stripe), and masks already in the text
+    "c": _gate("lower", r"c(?:re[dt]|_(?<=whsec_)|ted:(?<=\[redacted:))"),
+    "s": _gate("lower", r"s(?:ession|ig=)"),  # session, sig=
+    "g": _gate("lower", r"g(?:h[pousr]_|ithub_pat_|lpat-)"),  # GitHub and GitLab tokens
+    "x": _gate("lower", r"x(?:ox[abposre]-|app-|-(?<=gocspx-))"),  # Slack, GOCSPX-
+    "y": _gate("lower", r"y(?:a29\.|j(?<=eyj))"),  # ya29. (Google OAuth), eyJ (JWT)
+    "auth": _gate("lower", r"auth"),  # authorization, auth
+    "b": _gate("lower", r"b(?:earer|asic)"),
+    "A": _gate("text", r"A(?:KIA|SIA|BIA|CCA|Iza)"),  # AWS key ids, Google API keys
+    "@": _gate("text", "@"),  # emails, user:password@ in URLs
+    "~": _gate("text", "~"),  # Azure client secrets
+    "+": _gate("text", "+"),  # E.164 phone numbers
+    # Cards, SSNs and phone numbers have at least 9 digits once separators are dropped, except
+    # 000.000.0000; an IBAN has two letters, two digits and 11 more letters or digits.
+    "digits": _gate("digits", r"000000000"),
+    "dots": _gate("digits", r"\.000\.0000"),
+    "iban": _gate("digits", r"AA00[A0]{11}"),
+}
 
 
 @dataclass(frozen=True)
@@ -85,7 +192,10 @@ class Detector:
     precheck: the detector runs only if one of these substrings occurs in the view named by
     ``check_view`` ("text", "lower" or "shape"). An ``absorbs`` detector may replace earlier
     findings lying strictly inside its own span, so ``password=<secret value>123`` becomes one
-    mask instead of a partial one.
+    mask instead of a partial one. ``gate`` names an entry of ``GATES``: the detector then
+    runs only on the lines where that gate matches (its findings must stay inside one line),
+    or, if ``multiline``, on the whole text when the gate matches and ``any_of`` is found on
+    the gate's lines.
     """
 
     kind: str
@@ -94,6 +204,8 @@ class Detector:
     any_of: tuple[str, ...] = ()
     check_view: str = "text"
     absorbs: bool = False
+    gate: str | None = None
+    multiline: bool = False
 
     def may_match(self, view: TextView) -> bool:
         """Return False when the precheck proves the detector cannot match."""
@@ -177,18 +289,18 @@ _IPV6_TAIL = re.compile(
 _HEX = frozenset(string.hexdigits)
 _ASSIGN = r"[\"'\\]{0,3}[ \t]*[:=]>?[ \t]*"
 _SCHEMES = r"(?:bearer|basic|token|bot|negotiate|ntlm|digest|apikey)"
-# (literal every match starts with, keyword pattern) for secret_assignment
+# (literal every match starts with, keyword pattern, gate) for secret_assignment
 _SECRET_KEYS = (
-    ("pass", r"pass(?:w(?:or)?d|phrase|(?<![a-z]pass))"),  # bare "pass" but not "bypass"
-    ("pwd", r"pwd"),
-    ("secret", r"secret(?:[_-]?key)?"),
-    ("token", r"token"),
-    ("api", r"api[_-]?key"),
-    ("access", r"access[_-]?key"),
-    ("private", r"private[_-]?key"),
-    ("credential", r"credentials?"),
+    ("pass", r"pass(?:w(?:or)?d|phrase|(?<![a-z]pass))", "p"),  # bare "pass" but not "bypass"
+    ("pwd", r"pwd", "p"),
+    ("secret", r"secret(?:[_-]?key)?", "c"),
+    ("token", r"token", "k"),
+    ("api", r"api[_-]?key", "k"),
+    ("access", r"access[_-]?key", "k"),
+    ("private", r"private[_-]?key", "k"),
+    ("credential", r"credentials?", "c"),
 )
-_ENTROPY_KEYS = ("key", "auth", "token", "secret", "session")
+_ENTROPY_KEYS = (("key", "k"), ("auth", "auth"), ("token", "k"), ("secret", "c"), ("session", "s"))
 _AWS_SECRET = _ASSIGN + r"[\"'\\]*([a-z0-9/+=]{40})(?![a-z0-9/+=])"
 
 
@@ -201,9 +313,10 @@ def _d(
     any_of: tuple[str, ...] = (),
     source: str = "text",
     absorbs: bool = False,
+    gate: str | None = None,
 ) -> Detector:
     finder = regex_finder(pattern, group, validate, source)
-    return Detector(kind, finder, priority, any_of, source, absorbs)
+    return Detector(kind, finder, priority, any_of, source, absorbs, gate)
 
 
 def _on(source: str, find: Callable[[str], Iterable[Span]]) -> Finder:
@@ -211,15 +324,21 @@ def _on(source: str, find: Callable[[str], Iterable[Span]]) -> Finder:
     return lambda view: find(view.views[source])
 
 
-def _keyword_detector(literal: str, keyword: str) -> Detector:
+def _keyword_detector(literal: str, keyword: str, gate: str) -> Detector:
     find = keyword_finder(keyword)
-    return Detector("secret_assignment", _on("lower", find), 40, (literal,), "lower", True)
+    return Detector("secret_assignment", _on("lower", find), 40, (literal,), "lower", True, gate)
 
 
-def _entropy_detector(keyword: str) -> Detector:
+def _entropy_detector(keyword: str, gate: str) -> Detector:
     find = entropy_finder(keyword)
     return Detector(
-        "high_entropy", lambda view: find(view.lower, view.text), 45, (keyword,), "lower", True
+        "high_entropy",
+        lambda view: find(view.lower, view.text),
+        45,
+        (keyword,),
+        "lower",
+        True,
+        gate,
     )
 
 
@@ -230,40 +349,69 @@ _PRIVATE_KEY = (
 
 DEFAULT_DETECTORS: tuple[Detector, ...] = (
     # Unterminated blocks (truncated output) are masked to the end of the text.
-    _d("private_key", 0, _PRIVATE_KEY, any_of=("PRIVATE KEY",)),
-    _d("jwt", 20, r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", any_of=("eyJ",)),
+    Detector(
+        "private_key",
+        regex_finder(_PRIVATE_KEY),
+        0,
+        ("PRIVATE KEY",),
+        gate="k",
+        multiline=True,
+    ),
+    _d(
+        "jwt",
+        20,
+        r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+        any_of=("eyJ",),
+        gate="y",
+    ),
     _d(
         "aws_access_key_id",
         20,
         r"A(?:KIA|SIA|BIA|CCA)(?<![A-Z0-9]A[A-Z]{3})[A-Z0-9]{16}(?![A-Z0-9])",
         any_of=("AKIA", "ASIA", "ABIA", "ACCA"),
+        gate="A",
     ),
-    _d("github_token", 20, r"gh[pousr]_[A-Za-z0-9]{36,255}", any_of=("gh",)),
-    _d("github_token", 20, r"github_pat_[A-Za-z0-9_]{22,255}", any_of=("github_pat_",)),
-    _d("gitlab_token", 20, r"glpat-[A-Za-z0-9_-]{20,}", any_of=("glpat-",)),
-    _d("slack_token", 20, r"xox[abposre]-[A-Za-z0-9-]{10,}", any_of=("xox",)),
-    _d("slack_token", 20, r"xapp-\d-[A-Za-z0-9-]{10,}", any_of=("xapp-",)),
+    _d("github_token", 20, r"gh[pousr]_[A-Za-z0-9]{36,255}", any_of=("gh",), gate="g"),
+    _d(
+        "github_token",
+        20,
+        r"github_pat_[A-Za-z0-9_]{22,255}",
+        any_of=("github_pat_",),
+        gate="g",
+    ),
+    _d("gitlab_token", 20, r"glpat-[A-Za-z0-9_-]{20,}", any_of=("glpat-",), gate="g"),
+    _d("slack_token", 20, r"xox[abposre]-[A-Za-z0-9-]{10,}", any_of=("xox",), gate="x"),
+    _d("slack_token", 20, r"xapp-\d-[A-Za-z0-9-]{10,}", any_of=("xapp-",), gate="x"),
     _d(
         "slack_token",
         20,
         r"hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9+/_-]{20,}",
         any_of=("hooks.slack.com",),
+        gate="k",
     ),
     Detector(
         "stripe_key",
         _on("text", behind_finder(r"k_(?:live|test|prod)_[A-Za-z0-9]{10,}", "[sr]", 1)),
         20,
         ("k_live_", "k_test_", "k_prod_"),
+        gate="k",
     ),
-    _d("stripe_key", 20, r"whsec_[A-Za-z0-9]{24,}", any_of=("whsec_",)),
-    _d("google_api_key", 20, r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", any_of=("AIza",)),
-    _d("google_oauth_token", 20, r"ya29\.[0-9A-Za-z_-]{20,}", any_of=("ya29.",)),
-    _d("google_oauth_token", 20, r"GOCSPX-[0-9A-Za-z_-]{20,}", any_of=("GOCSPX-",)),
+    _d("stripe_key", 20, r"whsec_[A-Za-z0-9]{24,}", any_of=("whsec_",), gate="c"),
+    _d(
+        "google_api_key",
+        20,
+        r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])",
+        any_of=("AIza",),
+        gate="A",
+    ),
+    _d("google_oauth_token", 20, r"ya29\.[0-9A-Za-z_-]{20,}", any_of=("ya29.",), gate="y"),
+    _d("google_oauth_token", 20, r"GOCSPX-[0-9A-Za-z_-]{20,}", any_of=("GOCSPX-",), gate="x"),
     Detector(
         "azure_client_secret",
         _on("text", behind_finder(r"Q~[A-Za-z0-9_~.-]{31,34}(?![\w~.-])", r"[\w~.]{3}\d", 4)),
         20,
         ("Q~",),
+        gate="~",
     ),
     _d(
         "bearer",
@@ -277,6 +425,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("authorization",),
         source="lower",
         absorbs=True,
+        gate="auth",
     ),
     _d(
         "bearer",
@@ -287,6 +436,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("bearer",),
         source="lower",
         absorbs=True,
+        gate="b",
     ),
     _d(
         "bearer",
@@ -297,6 +447,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("basic",),
         source="lower",
         absorbs=True,
+        gate="b",
     ),
     _d(
         "url_password",
@@ -305,6 +456,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         1,
         any_of=("://",),
         absorbs=True,
+        gate="@",
     ),
     *(
         _d(
@@ -315,6 +467,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             any_of=(key,),
             source="lower",
             absorbs=True,
+            gate="k",
         )
         for key in ("accountkey", "sharedaccesskey")
     ),
@@ -326,6 +479,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("sig=",),
         source="lower",
         absorbs=True,
+        gate="s",
     ),
     _d(
         "aws_secret_access_key",
@@ -335,6 +489,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("secret_access", "secretaccess"),
         source="lower",
         absorbs=True,
+        gate="k",
     ),
     _d(
         "aws_secret_access_key",
@@ -344,10 +499,11 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("aws_secret", "awssecret"),
         source="lower",
         absorbs=True,
+        gate="c",
     ),
-    *(_keyword_detector(literal, key) for literal, key in _SECRET_KEYS),
-    Detector("cookie", _on("lower", find_cookies), 40, ("cookie",), "lower", True),
-    *(_entropy_detector(key) for key in _ENTROPY_KEYS),
+    *(_keyword_detector(literal, key, gate) for literal, key, gate in _SECRET_KEYS),
+    Detector("cookie", _on("lower", find_cookies), 40, ("cookie",), "lower", True, "k"),
+    *(_entropy_detector(key, gate) for key, gate in _ENTROPY_KEYS),
     _d(
         "iban",
         50,
@@ -355,6 +511,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         validate=iban_ok,
         any_of=("AA00",),
         source="shape",
+        gate="iban",
     ),
     # Word characters around a card mean it is part of a hex id or token, not a card; the
     # AA00 lookbehinds stop the tail of an IBAN with a bad checksum reading as a card.
@@ -372,6 +529,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             "0000 000000 0000",
             "0000-000000-0000",
         ),
+        gate="digits",
     ),
     _d(
         "ssn",
@@ -380,14 +538,16 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         validate=ssn_ok,
         any_of=("000-00-0000",),
         source="shape",
+        gate="digits",
     ),
-    Detector("email", _on("text", find_emails), 50, ("@",)),
+    Detector("email", _on("text", find_emails), 50, ("@",), gate="@"),
     _d(
         "phone",
         50,
         r"\+(?<![\w+]\+)[1-9](?:[ .()-]{0,2}[0-9]){7,14}(?!\w|[.-][0-9])",
         validate=e164_ok,
         any_of=("+",),
+        gate="+",
     ),
     _d(
         "phone",
@@ -396,6 +556,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         validate=us_phone_ok,
         any_of=("(000)",),
         source="shape",
+        gate="digits",
     ),
     *(
         _d(
@@ -405,8 +566,9 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             validate=us_phone_ok,
             any_of=(f"000{lit}000{lit}0000",),
             source="shape",
+            gate=gate,
         )
-        for sep, lit in (("-", "-"), (r"\.", "."))
+        for sep, lit, gate in (("-", "-", "digits"), (r"\.", ".", "dots"))
     ),
     # National formats with a trunk '0': French "01 23 45 67 89", UK "020 7946 0958" and
     # "07700 900123". Only these exact groupings: other digit groups are timestamps or ids.
@@ -418,6 +580,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             validate=national_phone_ok,
             any_of=(shape,),
             source="shape",
+            gate="digits",
         )
         for shape in ("00 00 00 00 00", "000 0000 0000", "00000 000000", "00000 000 000")
     ),

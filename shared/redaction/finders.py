@@ -77,7 +77,7 @@ def _prefixed(text: str, pos: int, marker: str, name_chars: frozenset[str]) -> b
         start -= 1
     if marker == "--":
         head = text[start:pos]
-        return head.startswith("--") and (start == 0 or text[start - 1] in " \t\"'=")
+        return head.startswith("--") and (start == 0 or text[start - 1] in " \t\n\"'=")
     return start > 0 and text[start - 1] == marker
 
 

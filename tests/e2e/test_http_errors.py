@@ -11,7 +11,7 @@ import requests
 from shared.auth import issue_token
 from shared.config import Settings
 from tests.builders import run_request
-from tests.e2e.conftest import Fleet, free_port, start_fleet, stop_fleet, wait_ready
+from tests.fleet import Fleet, free_port, start_fleet, stop_fleet, wait_ready
 
 pytestmark = pytest.mark.xdist_group("fleet")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.builders import SEO_IMAGE, run_request, seo_input
-from tests.e2e.conftest import Fleet
+from tests.fleet import Fleet
 
 pytestmark = pytest.mark.xdist_group("fleet")
 

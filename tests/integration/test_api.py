@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -54,6 +55,9 @@ def test_submit_persists_the_run_and_rings_the_provisioner(
     body = response.get_json()
     assert body["status"] == "queued"
     assert response.headers["Location"] == f"/api/sandbox/runs/{body['id']}"
+    deadline = time.monotonic() + 10
+    while not broker.llen("provision") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the api publishes from a helper thread right after the commit
     with pool.connection() as conn:
         rows = outbox.events_for_run(conn, body["id"])
     assert [(r["kind"], r["payload"].get("status")) for r in rows] == [
