@@ -89,28 +89,25 @@ def _gate_lines(view: TextView, gate: Gate) -> list[tuple[int, int]]:
 
 def _digit_lines(view: TextView, pattern: re.Pattern[bytes]) -> list[tuple[int, int]]:
     """Like ``_gate_lines`` for the digits view, whose lines are shorter than the text's."""
-    text = view.text
     hay = view.digits
     search = pattern.search
-    lines: list[tuple[int, int]] = []
-    line_no = counted = 0  # line number of hay[counted]
-    text_line, text_pos = 0, 0  # line number of the text line starting at text_pos
-    pos = 0
+    numbers: list[int] = []
+    line_no = counted = pos = 0  # line_no is the line number of hay[counted]
     while (m := search(hay, pos)) is not None:
         line_no += hay.count(b"\n", counted, m.start())
         counted = m.start()
-        while text_line < line_no:
-            text_pos = text.index("\n", text_pos) + 1
-            text_line += 1
-        end = text.find("\n", text_pos)
-        if end == -1:
-            lines.append((text_pos, len(text)))
-            break
-        lines.append((text_pos, end))
+        numbers.append(line_no)
         pos = hay.find(b"\n", m.end()) + 1
         if pos == 0:
             break
-    return lines
+    if not numbers:
+        return []
+    text = view.text
+    if numbers == [0] and "\n" not in text:
+        return [(0, len(text))]
+    starts = [0]
+    starts.extend(accumulate(map((1).__add__, map(len, text.split("\n")))))
+    return [(starts[n], starts[n + 1] - 1) for n in numbers]
 
 
 def _subset(view: TextView, gate: Gate) -> _Subset | TextView | None:
@@ -252,9 +249,8 @@ class Redactor:
         if "[REDACTED:" in text:
             for m in MASK_RE.finditer(text):
                 offer(m.start(), m.end(), None)
-        view = TextView(text)
-        # A plain dict: subscripting is faster than the lazy mapping, which pays on short texts.
-        views = view.views = {"text": text, "lower": view.lower, "shape": view.shape}
+        view = TextView(text, eager=True)
+        views = view.views
         # Prechecks are inlined (not Detector.may_match): per-call overhead matters when
         # redacting line by line.
         for detector in self.detectors:

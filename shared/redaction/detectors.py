@@ -82,13 +82,20 @@ class TextView:
 
     views: dict[str, str]
 
-    def __init__(self, text: str) -> None:
-        """Hold ``text``; its views are computed when first used."""
+    def __init__(self, text: str, *, eager: bool = False) -> None:
+        """Hold ``text``; its views are computed when first used, or now if ``eager``.
+
+        Eager views sit in a plain dict, which is faster to index: that pays on short texts,
+        where nearly every view is used anyway.
+        """
         self.text = text
         self._lower: str | None = None
         self._shape: str | None = None
         self._digits: bytes | None = None
-        self.views = _Views(self)
+        if eager:
+            self.views = {"text": text, "lower": self.lower, "shape": self.shape}
+        else:
+            self.views = _Views(self)
 
     @property
     def lower(self) -> str:
@@ -163,23 +170,22 @@ def _gate(view: str, pattern: str) -> Gate:
 GATES: dict[str, Gate] = {
     # key, token, cookie, *key assignments, private keys, k_live_ (Stripe), hooks.slack.com
     "k": _gate("lower", r"k(?:e[yn]|ie|_(?:live|test|prod)_|s\.slack\.com)"),
-    "p": _gate("lower", r"p(?:ass|wd)"),  # password, passwd, passphrase, pass, pwd
-    # secret, credentials, whsec_ (Stripe), and masks already in the text
-    "c": _gate("lower", r"c(?:re[dt]|_(?<=whsec_)|ted:(?<=\[redacted:))"),
-    "s": _gate("lower", r"s(?:ession|ig=)"),  # session, sig=
+    # secret, credentials, and masks already in the text
+    "c": _gate("lower", r"c(?:re[dt]|ted:(?<=\[redacted:))"),
+    "s": _gate("lower", r"s(?:ession|ig=|s(?<=pass))"),  # session, sig=, pass*
+    "w": _gate("lower", r"w(?:d(?<=pwd)|hsec_)"),  # pwd, whsec_ (Stripe)
     "g": _gate("lower", r"g(?:h[pousr]_|ithub_pat_|lpat-)"),  # GitHub and GitLab tokens
     "x": _gate("lower", r"x(?:ox[abposre]-|app-|-(?<=gocspx-))"),  # Slack, GOCSPX-
     "y": _gate("lower", r"y(?:a29\.|j(?<=eyj))"),  # ya29. (Google OAuth), eyJ (JWT)
-    "auth": _gate("lower", r"auth"),  # authorization, auth
-    "b": _gate("lower", r"b(?:earer|asic)"),
+    "a": _gate("lower", r"a(?:uth|sic(?<=basic)|rer(?<=bearer))"),  # auth*, basic, bearer
     "A": _gate("text", r"A(?:KIA|SIA|BIA|CCA|Iza)"),  # AWS key ids, Google API keys
     "@": _gate("text", "@"),  # emails, user:password@ in URLs
     "~": _gate("text", "~"),  # Azure client secrets
     "+": _gate("text", "+"),  # E.164 phone numbers
     # Cards, SSNs and phone numbers have at least 9 digits once separators are dropped, except
-    # 000.000.0000; an IBAN has two letters, two digits and 11 more letters or digits.
+    # 000.000.0000 and (000) 000.0000; an IBAN has two letters, two digits and 11 more.
     "digits": _gate("digits", r"000000000"),
-    "dots": _gate("digits", r"\.000\.0000"),
+    "dots": _gate("digits", r"\.0000(?:(?<=000\.000\.0000)|(?<=000000\.0000))"),
     "iban": _gate("digits", r"AA00[A0]{11}"),
 }
 
@@ -280,7 +286,10 @@ def secret_value_detector(secrets: Iterable[str], priority: int = 10) -> Detecto
 # lookbehinds come after the literal so the engine can still search for the literal prefix
 # (a pattern starting with a character class or an alternation is 40x slower on log text).
 # No pattern may cross a newline except the PEM block: StreamRedactor redacts many lines at
-# once and relies on the result being the same as line by line.
+# once and relies on the result being the same as line by line, and on long texts each gated
+# detector runs only on the lines its gate picked (see GATES). A detector added without a gate
+# runs on the whole text, as before; when adding one to a gate, the gate's pattern must match
+# on every line where the detector can find something (tests/unit/test_redaction_gates.py).
 
 _IPV4_TAIL = re.compile(r"\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?!\w|\.[0-9])")
 _IPV6_TAIL = re.compile(
@@ -291,8 +300,8 @@ _ASSIGN = r"[\"'\\]{0,3}[ \t]*[:=]>?[ \t]*"
 _SCHEMES = r"(?:bearer|basic|token|bot|negotiate|ntlm|digest|apikey)"
 # (literal every match starts with, keyword pattern, gate) for secret_assignment
 _SECRET_KEYS = (
-    ("pass", r"pass(?:w(?:or)?d|phrase|(?<![a-z]pass))", "p"),  # bare "pass" but not "bypass"
-    ("pwd", r"pwd", "p"),
+    ("pass", r"pass(?:w(?:or)?d|phrase|(?<![a-z]pass))", "s"),  # bare "pass" but not "bypass"
+    ("pwd", r"pwd", "w"),
     ("secret", r"secret(?:[_-]?key)?", "c"),
     ("token", r"token", "k"),
     ("api", r"api[_-]?key", "k"),
@@ -300,7 +309,7 @@ _SECRET_KEYS = (
     ("private", r"private[_-]?key", "k"),
     ("credential", r"credentials?", "c"),
 )
-_ENTROPY_KEYS = (("key", "k"), ("auth", "auth"), ("token", "k"), ("secret", "c"), ("session", "s"))
+_ENTROPY_KEYS = (("key", "k"), ("auth", "a"), ("token", "k"), ("secret", "c"), ("session", "s"))
 _AWS_SECRET = _ASSIGN + r"[\"'\\]*([a-z0-9/+=]{40})(?![a-z0-9/+=])"
 
 
@@ -396,7 +405,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         ("k_live_", "k_test_", "k_prod_"),
         gate="k",
     ),
-    _d("stripe_key", 20, r"whsec_[A-Za-z0-9]{24,}", any_of=("whsec_",), gate="c"),
+    _d("stripe_key", 20, r"whsec_[A-Za-z0-9]{24,}", any_of=("whsec_",), gate="w"),
     _d(
         "google_api_key",
         20,
@@ -425,7 +434,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("authorization",),
         source="lower",
         absorbs=True,
-        gate="auth",
+        gate="a",
     ),
     _d(
         "bearer",
@@ -436,7 +445,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("bearer",),
         source="lower",
         absorbs=True,
-        gate="b",
+        gate="a",
     ),
     _d(
         "bearer",
@@ -447,7 +456,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("basic",),
         source="lower",
         absorbs=True,
-        gate="b",
+        gate="a",
     ),
     _d(
         "url_password",
@@ -549,14 +558,19 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("+",),
         gate="+",
     ),
-    _d(
-        "phone",
-        50,
-        r"\(000\)(?<![\w(+.-]\(000\)) ?000[-.]0000(?!\w|[.-]0)",
-        validate=us_phone_ok,
-        any_of=("(000)",),
-        source="shape",
-        gate="digits",
+    *(
+        _d(
+            "phone",
+            50,
+            r"\(000\)(?<![\w(+.-]\(000\)) ?000[-.]0000(?!\w|[.-]0)",
+            validate=us_phone_ok,
+            any_of=("(000)",),
+            source="shape",
+            gate=gate,
+        )
+        # The same detector twice: "(415) 555-0134" passes one gate, "(415) 555.0134" the other;
+        # where both pass, the second finds nothing new (same spans are ignored).
+        for gate in ("digits", "dots")
     ),
     *(
         _d(

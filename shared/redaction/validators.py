@@ -89,7 +89,7 @@ def basic_credential_ok(raw: str) -> bool:
 
 
 def ipv4_ok(raw: str) -> bool:
-    return all(int(part) <= 255 for part in raw.split("."))
+    return all(part and int(part) <= 255 for part in raw.split("."))  # ".1.2.3": no head
 
 
 def ipv6_ok(raw: str) -> bool:

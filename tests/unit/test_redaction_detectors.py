@@ -76,3 +76,9 @@ def test_allow_list_keeps_exact_values() -> None:
     assert redactor.redact_text("AKIAIOSFODNN7EXAMPLE AKIAABCDEFGHIJKLMNOP") == (
         "AKIAIOSFODNN7EXAMPLE [REDACTED:aws_access_key_id]"
     )
+
+
+def test_dotted_number_without_leading_digits_is_not_an_ip_and_does_not_crash() -> None:
+    redactor = Redactor(keep_ip_addresses=False)
+    assert redactor.redact_text("x .1.2.3 y") == "x .1.2.3 y"
+    assert redactor.redact_text("at 10.1.2.3 now") == "at [REDACTED:ipv4] now"
