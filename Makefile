@@ -59,11 +59,14 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 bench: up
-	$(PY) tests/bench/latency.py
+	$(PY) -m tests.bench.latency
+
+chaos: venv deps images
+	$(PY) -m tests.bench.chaos --runs $${CHAOS_RUNS:-200}
 
 bench-redact: venv
 	$(VENV)/bin/pip install -q -r requirements/bench.txt
-	$(PY) tests/bench/redact_bench.py
+	$(PY) -m tests.bench.redact_bench
 
 clean: down
 	rm -rf $(VENV) .run

@@ -22,7 +22,7 @@ from shared.backends import docker as docker_backend
 from shared.config import Settings, load_settings
 from shared.db.migrate import ensure_database, migrate
 from shared.states import TERMINAL
-from tests.fleet import SERVICES, Fleet, free_port, start_service, wait_ready
+from tests.fleet import SERVICES, Fleet, RedisServer, free_port, start_service, wait_ready
 
 # Short timers so every recovery path runs in seconds; the same code runs with the defaults.
 FAULT_TIMERS = {
@@ -36,59 +36,6 @@ FAULT_TIMERS = {
     "SANDBOX_RUN_GRACE_S": "20",
 }
 SWEEP_S = 1.0
-
-
-class RedisServer:
-    """A Redis server of the test's own, with an append-only file, that the test may restart."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.dir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=10
-        )
-        return done.stdout.strip()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            if self.cli("ping") == "PONG":
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)  # writes the append-only file on the way out
-            self.proc.wait(timeout=20)
-            self.proc = None
 
 
 @dataclass

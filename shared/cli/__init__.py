@@ -1,4 +1,8 @@
-"""``sandbox-runner``: the operator and developer command line."""
+"""``sandbox-runner``: the operator and developer command line.
+
+Commands live in modules beside this one, grouped by who uses them; each registers itself on
+``main`` when imported at the bottom of this file.
+"""
 
 from __future__ import annotations
 
