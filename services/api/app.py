@@ -7,7 +7,7 @@ import uuid
 from flask import Flask, g, request
 from flask_smorest import Api
 
-from services.api import errors, health, runs
+from services.api import errors, health, logs, runs  # noqa: F401 (logs adds routes to runs.blp)
 from shared.auth import TokenVerifier
 from shared.celery_app import make_celery
 from shared.config import Settings, load_settings

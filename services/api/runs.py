@@ -11,10 +11,10 @@ from typing import Any
 from flask import current_app, g, request, url_for
 from flask_smorest import Blueprint, abort
 
-from services.api.presenters import log_line_json, run_json
-from services.api.schemas import LogsQuerySchema, RunRequestSchema
+from services.api.presenters import run_json
+from services.api.schemas import RunRequestSchema
 from shared import dispatch
-from shared.db import idempotency, run_logs
+from shared.db import idempotency
 from shared.db import runs as runs_db
 from shared.queues import TaskNames
 from shared.runtime import Runtime
@@ -30,11 +30,11 @@ blp = Blueprint(
 )
 
 
-def _runtime() -> Runtime:
+def runtime() -> Runtime:
     return current_app.extensions["sandbox_runtime"]  # type: ignore[no-any-return]
 
 
-def _parse_id(run_id: str) -> uuid.UUID:
+def parse_id(run_id: str) -> uuid.UUID:
     try:
         return uuid.UUID(run_id)
     except ValueError:
@@ -55,7 +55,7 @@ def submit(body: dict[str, Any]) -> Any:
     With an ``Idempotency-Key`` header the same key and body return the same run; the same key
     with another body is a 409.
     """
-    rt = _runtime()
+    rt = runtime()
     size = len(json.dumps(body["input"], separators=(",", ":")).encode())
     if size > rt.settings.max_input_bytes:
         abort(413, message=f"input is {size} bytes; the limit is {rt.settings.max_input_bytes}")
@@ -121,9 +121,9 @@ def _accepted(run: runs_db.Run, *, replayed: bool) -> Any:
 @blp.response(200)
 def cancel(run_id: str) -> Any:
     """Cancel a run: it ends ``cancelled`` and its container is stopped. Idempotent."""
-    rid = _parse_id(run_id)
+    rid = parse_id(run_id)
     caller = str(g.claims.get("sub", ""))
-    with _runtime().pool.connection() as conn:
+    with runtime().pool.connection() as conn:
         run = runs_db.get_run(conn, rid)
         if run is None:
             abort(404, message=f"no run with id {run_id!r}")
@@ -148,37 +148,12 @@ def cancel(run_id: str) -> Any:
 @blp.response(200)
 def get_run(run_id: str) -> Any:
     """Return a run's status, result, limits and timestamps."""
-    rid = _parse_id(run_id)
-    with _runtime().pool.connection() as conn:
+    rid = parse_id(run_id)
+    with runtime().pool.connection() as conn:
         run = runs_db.get_run(conn, rid)
     if run is None:
         abort(404, message=f"no run with id {run_id!r}")
     return run_json(run)
-
-
-@blp.route("/<run_id>/logs", methods=["GET"])
-@blp.arguments(LogsQuerySchema, location="query")
-@blp.response(200)
-def get_logs(query: dict[str, Any], run_id: str) -> Any:
-    """Return a page of the run's redacted stdout/stderr lines."""
-    rid = _parse_id(run_id)
-    with _runtime().pool.connection() as conn:
-        run = runs_db.get_run(conn, rid)
-        if run is None:
-            abort(404, message=f"no run with id {run_id!r}")
-        lines = run_logs.page(
-            conn, rid, after=query["after"], limit=query["limit"], stream=query.get("stream")
-        )
-    next_after = lines[-1].seq if lines else query["after"]
-    return {
-        "runId": str(rid),
-        "status": run.status.value,
-        "lines": [log_line_json(ln) for ln in lines],
-        "nextAfter": next_after,
-        # The client may stop polling: the run is over and this page reached the end.
-        "complete": run.terminal and len(lines) < query["limit"],
-        "truncated": run.logs_truncated,
-    }
 
 
 @blp.before_request
