@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: help up down status venv deps images migrate demo test test-unit lint format bench bench-redact chaos clean
+.PHONY: help up down status venv deps images migrate demo test test-unit lint format bench bench-logs bench-redact chaos clean
 
 help:
 	@echo "make up      set up everything and start the fleet, then run a demo"
@@ -63,6 +63,9 @@ bench: up
 
 chaos: venv deps images
 	$(PY) -m tests.bench.chaos --runs $${CHAOS_RUNS:-200}
+
+bench-logs: up
+	$(PY) -m tests.bench.logs_bench
 
 bench-redact: venv
 	$(VENV)/bin/pip install -q -r requirements/bench.txt

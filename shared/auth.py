@@ -23,6 +23,10 @@ class AuthError(Exception):
     """The request carries no valid bearer token; the message says why (never the token)."""
 
 
+class PermissionDenied(AuthError):
+    """The token is valid but no rule lets its holder in (403, not 401)."""
+
+
 def ensure_dev_key(path: Path) -> bytes:
     """Return the dev issuer's private key, creating it (mode 0600) on first use."""
     if path.exists():
@@ -82,6 +86,12 @@ class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.key = public_key_pem(settings)
+        # GitHub Actions OIDC (issue 9): a second issuer, on when a rules file is configured.
+        self.github: Any = None
+        if settings.github_oidc_rules_file is not None:
+            from shared.github_oidc import GitHubOIDCVerifier
+
+            self.github = GitHubOIDCVerifier(settings)
 
     def verify(self, header: str | None) -> dict[str, Any]:
         """Return the claims of a valid ``Authorization`` header; raise AuthError otherwise."""
@@ -90,6 +100,13 @@ class TokenVerifier:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("Authorization header must use the Bearer scheme")
+        if self.github is not None:
+            try:
+                issuer = jwt.decode(token.strip(), options={"verify_signature": False}).get("iss")
+            except jwt.PyJWTError:
+                raise AuthError("token is malformed") from None
+            if issuer == self.github.issuer:
+                return self.github.verify(token.strip())  # type: ignore[no-any-return]
         try:
             return jwt.decode(
                 token.strip(),

@@ -7,7 +7,15 @@ import uuid
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    before_task_publish,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from shared.config import Settings, load_settings
 from shared.errors import RunnerError
@@ -77,11 +85,23 @@ def make_celery(name: str, settings: Settings, task_cls: str | type | None = Non
                 "schedule": float(settings.sweep_interval_s),
                 "options": {"expires": float(settings.sweep_interval_s)},
             },
+            # Old logs and results go after SANDBOX_RETENTION_DAYS.
+            "retention": {
+                "task": TaskNames.RETENTION,
+                "schedule": float(settings.retention_interval_s),
+                "options": {"expires": float(settings.retention_interval_s)},
+            },
             # Short, so a dispatch the broker refused is published soon after it is back.
             "relay-outbox": {
                 "task": TaskNames.RELAY_OUTBOX,
                 "schedule": 1.0,
                 "options": {"expires": 5.0},
+            },
+            # Due webhook deliveries and commit statuses (scheduled in Postgres, issue 9).
+            "deliver-webhooks": {
+                "task": TaskNames.DELIVER_WEBHOOKS,
+                "schedule": settings.webhook_poll_interval_s,
+                "options": {"expires": max(5.0, settings.webhook_poll_interval_s * 2)},
             },
         },
         enable_utc=True,
@@ -143,4 +163,92 @@ def make_worker(service: str) -> tuple[Celery, Runtime]:
     def _on_shutdown(**_: Any) -> None:
         runtime.close()
 
+    @setup_logging.connect(weak=False)
+    def _keep_our_logging(**_: Any) -> None:
+        # A receiver here stops Celery from reconfiguring logging (its default level is
+        # WARNING): every process keeps the JSON handler and SANDBOX_LOG_LEVEL.
+        configure_logging(service, settings)
+
+    @worker_ready.connect(weak=False)
+    def _serve_metrics(**_: Any) -> None:
+        # The main process answers scrapes for the whole service (multiprocess registry).
+        from shared import metrics
+
+        port = getattr(settings, f"{service}_metrics_port", 0)
+        metrics.start_worker_server(port, settings.metrics_addr)
+
     return app, runtime
+
+
+# --- observability: log context and metrics carried by task signals (issue 8) -----------------
+_task_started: dict[str, tuple[float, Any]] = {}
+
+
+@before_task_publish.connect(weak=False)
+def _stamp_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Every message carries when it was sent (queue age) and the request that caused it."""
+    import time
+
+    from shared.logs import current_context
+
+    if headers is None:
+        return
+    headers.setdefault("sentAt", time.time())
+    request_id = current_context().get("requestId")
+    if request_id and "requestId" not in headers:
+        headers["requestId"] = request_id
+
+
+@task_prerun.connect(weak=False)
+def _bind_task_context(
+    task_id: str | None = None, task: Any = None, args: Any = None, **_: Any
+) -> None:
+    """Tag every log record of the task with its run, attempt, task and originating request."""
+    import time
+
+    from shared.logs import bind_context
+
+    args = list(args or [])
+    run_id = str(args[0]) if args else None
+    attempt = args[1] if len(args) > 1 and isinstance(args[1], int) else None
+    request = getattr(task, "request", None)
+    request_id = getattr(request, "requestId", None) or (
+        (getattr(request, "headers", None) or {}).get("requestId")
+    )
+    token = bind_context(
+        runId=run_id, attempt=attempt, task=getattr(task, "name", None), requestId=request_id
+    )
+    if task_id:
+        _task_started[task_id] = (time.monotonic(), token)
+    if run_id:
+        logger.info("task %s started for run %s", getattr(task, "name", "?"), run_id)
+
+
+@task_postrun.connect(weak=False)
+def _end_task_context(
+    task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
+) -> None:
+    import time
+
+    from shared import metrics
+    from shared.logs import reset_context
+
+    started = _task_started.pop(task_id or "", None)
+    reset_context(None)
+    try:
+        name = getattr(task, "name", "unknown")
+        outcome = {"SUCCESS": "succeeded", "RETRY": "retried"}.get(state or "", "failed")
+        metrics.TASKS.labels(name, outcome).inc()
+        if started is not None:
+            metrics.TASK_SECONDS.labels(name).observe(time.monotonic() - started[0])
+    except Exception:  # metrics must never fail a task
+        logger.exception("could not record task metrics")
+
+
+@worker_process_shutdown.connect(weak=False)
+def _forget_process_metrics(pid: int | None = None, **_: Any) -> None:
+    import os
+
+    from shared import metrics
+
+    metrics.mark_process_dead(pid or os.getpid())

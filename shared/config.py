@@ -31,6 +31,16 @@ class Settings:
     visibility_timeout_s: int = 1260
     max_input_bytes: int = 1024 * 1024
     max_log_bytes: int = 1024 * 1024
+    # Past a run's blob log cap (resource policy, log_cap_mb) the overflow policy applies:
+    # "truncate" stops keeping output but goes on counting it; "kill" ends the run.
+    log_overflow: str = "truncate"
+    pubsub_url: str | None = None
+    blob_backend: str = "local"
+    azure_storage_connection_string: str | None = None
+    azure_storage_account_url: str | None = None
+    download_ttl_s: int = 300
+    retention_days: int = 30
+    retention_interval_s: int = 3600
     max_line_bytes: int = 16 * 1024
     preview_lines: int = 20
     docker_url: str | None = None
@@ -54,6 +64,38 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     db_pool_max: int = 4
+    # Observability (issue 8): where each worker service serves /metrics (the api serves it on
+    # its own port); 0 turns a worker's endpoint off.
+    metrics_addr: str = "127.0.0.1"
+    provisioner_metrics_port: int = 9101
+    executor_metrics_port: int = 9102
+    finalizer_metrics_port: int = 9103
+    # Webhooks and GitHub Actions (issue 9). Secret values are never settings: only references
+    # (env:NAME or file:/path) that shared/secrets.py resolves when a value is needed.
+    public_url: str = "http://127.0.0.1:8000"
+    webhook_endpoints_file: Path | None = None
+    webhook_secret_refs: str = "env:SANDBOX_WEBHOOK_SECRET_*"
+    webhook_allow_http: bool = False
+    webhook_allowed_networks: str = ""
+    webhook_timeout_s: float = 5.0
+    webhook_horizon_s: int = 86400
+    webhook_backoff_base_s: float = 10.0
+    webhook_backoff_max_s: float = 3600.0
+    webhook_poll_interval_s: float = 1.0
+    github_api_url: str = "https://api.github.com"
+    github_token_ref: str | None = None
+    github_webhook_secret_ref: str | None = None
+    github_webhook_events: str = "repository_dispatch"
+    github_oidc_issuer: str = "https://token.actions.githubusercontent.com"
+    github_oidc_audience: str | None = None
+    github_oidc_jwks_url: str | None = None
+    github_oidc_rules_file: Path | None = None
+    github_oidc_jwks_cooldown_s: float = 30.0
+
+    @property
+    def blob_signing_key_path(self) -> Path:
+        """Return where the key that signs local download links is kept."""
+        return self.state_dir / "blob-signing.key"
 
     @property
     def dev_key_path(self) -> Path:
@@ -65,6 +107,9 @@ _INT_FIELDS = {
     "max_input_bytes",
     "max_log_bytes",
     "max_line_bytes",
+    "download_ttl_s",
+    "retention_days",
+    "retention_interval_s",
     "preview_lines",
     "pull_timeout_s",
     "pids_limit",
@@ -79,6 +124,9 @@ _INT_FIELDS = {
     "idempotency_ttl_s",
     "token_ttl_s",
     "db_pool_max",
+    "provisioner_metrics_port",
+    "executor_metrics_port",
+    "finalizer_metrics_port",
 }
 _PATH_FIELDS = {"state_dir", "blob_dir", "policy_file", "redaction_config", "fault_dir"}
 _BOOL_FIELDS = {"keep_ip_addresses"}
@@ -88,11 +136,40 @@ _STR_FIELDS = {
     "broker_url",
     "docker_url",
     "executor_node",
+    "log_overflow",
+    "pubsub_url",
+    "blob_backend",
+    "azure_storage_connection_string",
+    "azure_storage_account_url",
     "fleet_name",
     "dev_issuer",
     "audience",
     "log_format",
     "log_level",
+    "metrics_addr",
+}
+# Webhooks and GitHub Actions (issue 9).
+_INT_FIELDS |= {"webhook_horizon_s"}
+_FLOAT_FIELDS |= {
+    "webhook_timeout_s",
+    "webhook_backoff_base_s",
+    "webhook_backoff_max_s",
+    "webhook_poll_interval_s",
+    "github_oidc_jwks_cooldown_s",
+}
+_PATH_FIELDS |= {"webhook_endpoints_file", "github_oidc_rules_file"}
+_BOOL_FIELDS |= {"webhook_allow_http"}
+_STR_FIELDS |= {
+    "public_url",
+    "webhook_secret_refs",
+    "webhook_allowed_networks",
+    "github_api_url",
+    "github_token_ref",
+    "github_webhook_secret_ref",
+    "github_webhook_events",
+    "github_oidc_issuer",
+    "github_oidc_audience",
+    "github_oidc_jwks_url",
 }
 
 
@@ -126,6 +203,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[name] = raw
     if "state_dir" in values and "blob_dir" not in values:
         values["blob_dir"] = Path(str(values["state_dir"])) / "blobs"
+    if values.get("log_overflow", "truncate") not in {"truncate", "kill"}:
+        raise ConfigError("SANDBOX_LOG_OVERFLOW must be truncate or kill")
+    if values.get("blob_backend", "local") not in {"local", "azure"}:
+        raise ConfigError("SANDBOX_BLOB_BACKEND must be local or azure")
     if values.get("log_format", "json") not in {"json", "text"}:
         raise ConfigError("SANDBOX_LOG_FORMAT must be json or text")
     return Settings(**values)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ task starts with a compare-and-set.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -96,4 +97,5 @@ def flush_in_background(celery: Celery, pool: ConnectionPool, ids: list[int]) ->
         if _background is None or _background[0] != os.getpid():
             _background = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="dispatch"))
         executor = _background[1]
-    executor.submit(flush, celery, pool, ids)
+    # The copied context carries the request id into the message header (before_task_publish).
+    executor.submit(contextvars.copy_context().run, flush, celery, pool, ids)

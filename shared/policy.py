@@ -36,25 +36,35 @@ class Resources:
     cpu: float
     memory_mb: int
     timeout_s: int
+    # Redacted output kept in blob storage per run; past it the overflow policy applies.
+    log_cap_mb: int = 100
 
     def to_json(self) -> dict[str, Any]:
         """Return the camelCase form used by the API and stored on the run."""
-        return {"cpu": self.cpu, "memoryMb": self.memory_mb, "timeoutS": self.timeout_s}
+        return {
+            "cpu": self.cpu,
+            "memoryMb": self.memory_mb,
+            "timeoutS": self.timeout_s,
+            "logCapMb": self.log_cap_mb,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Resources:
         """Read the camelCase form back."""
         return cls(
-            cpu=float(data["cpu"]), memory_mb=int(data["memoryMb"]), timeout_s=int(data["timeoutS"])
+            cpu=float(data["cpu"]),
+            memory_mb=int(data["memoryMb"]),
+            timeout_s=int(data["timeoutS"]),
+            log_cap_mb=int(data.get("logCapMb", 100)),
         )
 
 
-DEFAULTS = Resources(cpu=1.0, memory_mb=2048, timeout_s=120)
-GUARDRAILS = Resources(cpu=2.0, memory_mb=4096, timeout_s=300)
+DEFAULTS = Resources(cpu=1.0, memory_mb=2048, timeout_s=120, log_cap_mb=100)
+GUARDRAILS = Resources(cpu=2.0, memory_mb=4096, timeout_s=300, log_cap_mb=1024)
 # Below these a container cannot even start a Python interpreter reliably.
-MINIMUMS = Resources(cpu=0.05, memory_mb=16, timeout_s=1)
+MINIMUMS = Resources(cpu=0.05, memory_mb=16, timeout_s=1, log_cap_mb=1)
 
-_KEYS = {"cpu": float, "memory_mb": int, "timeout_s": int}
+_KEYS = {"cpu": float, "memory_mb": int, "timeout_s": int, "log_cap_mb": int}
 
 
 def check(resources: Resources, where: str) -> Resources:

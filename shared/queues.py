@@ -11,11 +11,13 @@ class Queues:
     FINALIZE = "finalize"
     # Periodic housekeeping (reconciler, outbox relay); consumed by the finalizer service.
     MAINTENANCE = "maintenance"
+    # Outbound webhooks and commit statuses, apart so slow receivers never delay the relay.
+    WEBHOOKS = "webhooks"
 
     @classmethod
     def all(cls) -> list[str]:
         """Return every queue name."""
-        return [cls.PROVISION, cls.EXECUTE, cls.FINALIZE, cls.MAINTENANCE]
+        return [cls.PROVISION, cls.EXECUTE, cls.FINALIZE, cls.MAINTENANCE, cls.WEBHOOKS]
 
 
 class TaskNames:
@@ -26,6 +28,8 @@ class TaskNames:
     FINALIZE = "sandbox.finalize"
     RECONCILE = "sandbox.reconcile"
     RELAY_OUTBOX = "sandbox.relay_outbox"
+    DELIVER_WEBHOOKS = "sandbox.deliver_webhooks"
+    RETENTION = "sandbox.retention"
 
 
 ROUTES: dict[str, str] = {
@@ -34,11 +38,13 @@ ROUTES: dict[str, str] = {
     TaskNames.FINALIZE: Queues.FINALIZE,
     TaskNames.RECONCILE: Queues.MAINTENANCE,
     TaskNames.RELAY_OUTBOX: Queues.MAINTENANCE,
+    TaskNames.RETENTION: Queues.MAINTENANCE,
+    TaskNames.DELIVER_WEBHOOKS: Queues.WEBHOOKS,
 }
 
 # Which service consumes which queues (the worker command lines use this too).
 SERVICE_QUEUES: dict[str, list[str]] = {
     "provisioner": [Queues.PROVISION],
     "executor": [Queues.EXECUTE],
-    "finalizer": [Queues.FINALIZE, Queues.MAINTENANCE],
+    "finalizer": [Queues.FINALIZE, Queues.MAINTENANCE, Queues.WEBHOOKS],
 }

@@ -6,11 +6,15 @@ import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+import redis
+
+from shared import logstream
 from shared.config import Settings
 from shared.db import make_pool
 from shared.policy import Policy, load_policy
 from shared.redaction import Redactor
-from shared.storage.local import LocalBlobStore
+from shared.storage import BlobStore
+from shared.storage.factory import open_blob_store
 
 if TYPE_CHECKING:
     import docker
@@ -53,9 +57,18 @@ class Runtime:
         return load_policy(self.settings.policy_file)
 
     @cached_property
-    def blobs(self) -> LocalBlobStore:
-        """Return the blob store."""
-        return LocalBlobStore(self.settings.blob_dir)
+    def blobs(self) -> BlobStore:
+        """Return the blob store the settings name."""
+        return open_blob_store(self.settings)
+
+    @cached_property
+    def pubsub(self) -> redis.Redis:
+        """Return the Redis client for live log lines (the broker's server unless configured)."""
+        return logstream.connect(self.settings.pubsub_url or self.settings.broker_url)
+
+    def publish_lines(self, run_id: str, message: str) -> None:
+        """Announce a stored batch of a run's log lines to its followers."""
+        self.pubsub.publish(logstream.channel(run_id), message)
 
     def redactor(self, secrets: tuple[str, ...] = ()) -> Redactor:
         """Return a fresh redactor (its counters belong to one run)."""
@@ -66,6 +79,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._pool = None
         self._docker = None
+        self.__dict__.pop("pubsub", None)
 
     def close(self) -> None:
         """Close what this process opened."""

@@ -76,3 +76,45 @@ def pool(session_pool: ConnectionPool, database_url: str) -> Iterator[Connection
     yield session_pool
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE sandbox_run_log, outbox, idempotency_key, sandbox_run")
+
+
+AZURITE_BIN = ROOT / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+# Azurite's documented, public development account (not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An Azurite blob service on a free port; yields its connection string."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen(
+        [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+         "--location", str(workdir), "--skipApiVersionCheck",
+         "--disableTelemetry", "--silent"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("azurite did not start") from None
+            time.sleep(0.1)
+    yield (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
+    )
+    proc.terminate()
+    proc.wait(timeout=10)

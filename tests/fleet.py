@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,7 +86,11 @@ class Fleet:
         lines: list[dict[str, Any]] = []
         after = 0
         while True:
-            page = self.get(f"/api/sandbox/runs/{run_id}/logs", params={"after": after}).json()
+            page = self.get(
+                f"/api/sandbox/runs/{run_id}/logs",
+                params={"after": after},
+                headers={"Accept": "application/json"},
+            ).json()
             lines += page["lines"]
             after = page["nextAfter"]
             if page["complete"] or not page["lines"]:
@@ -116,7 +121,7 @@ def service_command(name: str, port: int, logs: Path, concurrency: int = 2) -> l
     queues = {
         "provisioner": "provision",
         "executor": "execute",
-        "finalizer": "finalize,maintenance",
+        "finalizer": "finalize,maintenance,webhooks",
     }[name]
     return [
         celery,
@@ -137,6 +142,16 @@ def start_service(
 ) -> subprocess.Popen[bytes]:
     """Start one service in its own process group, its output appended to ``logs/<name>.log``."""
     out = (logs / f"{name}.log").open("ab")
+    # Prometheus multiprocess mode, one emptied directory per service (as infra/local/fleet.sh).
+    metrics_dir = logs / "metrics" / name
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # A worker's metrics port: the caller's choice, else a free one (never the fixed defaults,
+    # which a developer's own fleet may hold).
+    port_var = f"SANDBOX_{name.upper()}_METRICS_PORT"
+    if name in ("provisioner", "executor", "finalizer") and not env.get(port_var):
+        env[port_var] = str(free_port())
     return subprocess.Popen(
         service_command(name, port, logs, concurrency),
         cwd=ROOT,

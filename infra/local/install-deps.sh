@@ -17,7 +17,12 @@ command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# Observability: promtool checks the alert rules; headless Chromium drives the Flower test.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
     $SUDO apt-get update -qq
@@ -53,4 +58,11 @@ if ! docker info >/dev/null 2>&1; then
     for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
     docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/dockerd-sandbox-runner.log"; exit 1; }
 fi
-log "dependencies ready (postgres, redis, docker)"
+# Azurite (the Blob Storage emulator the tests use), pinned: later versions need a newer Node.
+AZURITE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.cache/azurite"
+if [[ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]]; then
+    log "installing azurite 3.35.0 into $AZURITE_DIR"
+    mkdir -p "$AZURITE_DIR"
+    (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --silent azurite@3.35.0 >/dev/null)
+fi
+log "dependencies ready (postgres, redis, docker, azurite)"

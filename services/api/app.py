@@ -7,7 +7,12 @@ import uuid
 from flask import Flask, g, request
 from flask_smorest import Api
 
-from services.api import errors, health, logs, runs  # noqa: F401 (logs adds routes to runs.blp)
+from services.api import deliveries as api_deliveries
+
+# logs and run_list add routes to runs.blp
+from services.api import downloads, errors, health, logs, run_list, runs  # noqa: F401
+from services.api import github_webhooks as api_github
+from services.api import metrics as api_metrics
 from shared.auth import TokenVerifier
 from shared.celery_app import make_celery
 from shared.config import Settings, load_settings
@@ -42,6 +47,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     api = Api(app)
     api.register_blueprint(runs.blp)
+    api.register_blueprint(api_deliveries.blp)  # issue 9: webhooks and commit statuses
+    api.register_blueprint(api_github.blp)
     app.register_blueprint(health.blp)
+    app.register_blueprint(downloads.blobs)  # signed links: no bearer token
     errors.register_error_handlers(app)
+    api_metrics.init_app(app, runtime)  # /metrics, request metrics, log context
     return app

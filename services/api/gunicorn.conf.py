@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 bind = "127.0.0.1:8000"
-# Threads serve many slow clients cheaply; the pool is opened lazily in each worker after fork.
+# Threads serve many slow clients cheaply: a log follower holds one thread, mostly asleep in a
+# Redis read, so 2 x 128 threads hold 200 followers with room left for submissions. The Postgres
+# pool is opened lazily in each worker after fork and is only borrowed per query.
 workers = 2
 worker_class = "gthread"
-threads = 8
+threads = 128
 timeout = 60
 graceful_timeout = 20
 accesslog = None
 preload_app = False
+
+
+# Prometheus multiprocess mode (PROMETHEUS_MULTIPROC_DIR is set by the start script): start from
+# an empty directory, and drop a dead worker's live files so /metrics stays right.
+def on_starting(server):  # type: ignore[no-untyped-def]
+    from shared.metrics import reset_multiprocess_dir
+
+    reset_multiprocess_dir()
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    from shared.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

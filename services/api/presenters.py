@@ -37,6 +37,14 @@ def run_json(run: Run) -> dict[str, Any]:
         "backend": run.backend,
         "imageDigest": run.image_digest,
         "plan": run.plan if run.dry_run else None,
+        "callback": run.callback,  # a URL and a secret *reference*, or an endpoint name
+        "github": run.github,
+        "logs": {
+            "truncated": run.logs_truncated,
+            "outputLimited": run.output_limited,
+            "streams": run.log_stats or {},
+            "purged": run.purged_at is not None,
+        },
         "metrics": {
             "cpuSeconds": run.cpu_seconds,
             "peakMemoryBytes": run.peak_memory_bytes,
@@ -56,6 +64,7 @@ def run_json(run: Run) -> dict[str, Any]:
             "self": url_for("runs.get_run", run_id=rid),
             "logs": url_for("runs.get_logs", run_id=rid),
             "cancel": url_for("runs.cancel", run_id=rid),
+            "deliveries": url_for("deliveries.list_deliveries", run_id=rid),
         },
     }
 

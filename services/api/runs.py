@@ -11,6 +11,7 @@ from typing import Any
 from flask import current_app, g, request, url_for
 from flask_smorest import Blueprint, abort
 
+from services.api.callbacks import check_targets
 from services.api.presenters import run_json
 from services.api.schemas import RunRequestSchema
 from shared import dispatch
@@ -62,6 +63,7 @@ def submit(body: dict[str, Any]) -> Any:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         abort(422, message="Idempotency-Key must be 1 to 255 characters")
+    check_targets(rt.settings, body)  # callback and github (issue 9): 422 before anything is kept
     caller = str(g.claims.get("sub", ""))
     digest = hashlib.sha256(json.dumps(request.get_json(), sort_keys=True).encode()).hexdigest()
     for _ in range(2):
@@ -95,6 +97,8 @@ def _submit_once(
             requested_resources=body.get("resources"),
             request_id=g.request_id,
             deadline_s=rt.settings.queue_deadline_s,
+            callback=body.get("callback"),
+            github=body.get("github"),
         )
         if key is not None and not idempotency.remember(
             conn, caller, key, digest, run.id, rt.settings.idempotency_ttl_s
@@ -159,7 +163,7 @@ def get_run(run_id: str) -> Any:
 @blp.before_request
 def authenticate() -> Any:
     """Refuse requests without a valid bearer token (401, JSON)."""
-    from shared.auth import AuthError
+    from shared.auth import AuthError, PermissionDenied
 
     verifier = current_app.extensions["sandbox_verifier"]
     try:
@@ -169,6 +173,8 @@ def authenticate() -> Any:
 
         from services.api.errors import error_body
 
+        if isinstance(exc, PermissionDenied):  # a valid token no rule allows (GitHub OIDC)
+            return jsonify(error_body(403, str(exc))), 403
         response = jsonify(error_body(401, str(exc)))
         response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         return response, 401

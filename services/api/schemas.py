@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.policy import GUARDRAILS, MINIMUMS
 
@@ -30,6 +30,50 @@ class ResourcesSchema(Schema):
     timeoutS = fields.Integer(
         validate=validate.Range(min=MINIMUMS.timeout_s, max=GUARDRAILS.timeout_s)
     )
+    logCapMb = fields.Integer(
+        validate=validate.Range(min=MINIMUMS.log_cap_mb, max=GUARDRAILS.log_cap_mb)
+    )
+
+
+class CallbackSchema(Schema):
+    """Where to POST the run's state changes: ``{url, secretRef}`` or ``{endpoint}`` (issue 9)."""
+
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(validate=validate.Length(min=1, max=2048))
+    secretRef = fields.String(validate=validate.Length(min=1, max=512))
+    endpoint = fields.String(validate=validate.Length(min=1, max=128))
+
+    @validates_schema
+    def _one_form(self, data: dict[str, object], **_: object) -> None:
+        if "endpoint" in data:
+            if "url" in data or "secretRef" in data:
+                raise ValidationError("give either endpoint or url and secretRef", "endpoint")
+        elif "url" not in data or "secretRef" not in data:
+            raise ValidationError("url and secretRef are both required", "url")
+
+
+class GitHubSchema(Schema):
+    """The commit whose status follows the run (issue 9)."""
+
+    class Meta:
+        unknown = RAISE
+
+    repository = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$", error="must be owner/name"
+        ),
+    )
+    sha = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[0-9a-f]{40}([0-9a-f]{24})?$", error="must be a full commit sha"
+        ),
+    )
+    context = fields.String(validate=validate.Length(min=1, max=255))
+    targetUrl = fields.Url(schemes={"https", "http"}, validate=validate.Length(max=2048))
 
 
 class RunRequestSchema(Schema):
@@ -56,6 +100,8 @@ class RunRequestSchema(Schema):
     input = fields.Dict(required=True, keys=fields.String())
     dryRun = fields.Boolean(load_default=False)
     resources = fields.Nested(ResourcesSchema)
+    callback = fields.Nested(CallbackSchema)
+    github = fields.Nested(GitHubSchema)
 
 
 class LogsQuerySchema(Schema):
@@ -67,3 +113,4 @@ class LogsQuerySchema(Schema):
     after = fields.Integer(load_default=0, validate=validate.Range(min=0))
     limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
     stream = fields.String(validate=validate.OneOf(["stdout", "stderr"]))
+    follow = fields.Boolean(load_default=True)

@@ -54,13 +54,24 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             faults.crash_point(rt.settings, "execute.after_start")
         else:
             logger.info("re-attaching to the attempt's container", extra=log)
-        capture = LogCapture(rt.pool, run, owner, rt.redactor(), rt.settings.max_log_bytes)
+        resources = _resources(run)
+        capture = LogCapture(
+            rt.pool,
+            rt.blobs,
+            run,
+            owner,
+            rt.redactor(),
+            rt.settings.max_log_bytes,
+            resources.log_cap_mb * 1024 * 1024,
+            rt.publish_lines,
+            rt.settings.preview_lines,
+        )
         outcome = docker_backend.follow(
             client,
             container,
-            _resources(run).timeout_s,
-            capture.sink,
-            _heartbeat(rt, run, owner),
+            resources.timeout_s,
+            capture.sink_lines,
+            _heartbeat(rt, run, owner, capture),
             rt.settings.heartbeat_interval_s,
             rt.settings.max_line_bytes,
         )
@@ -97,8 +108,11 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             peak_memory_bytes=outcome.peak_memory_bytes,
             evaluation_raw=capture.evaluation_raw,
             log_lines=capture.stored_lines,
-            log_bytes=sum(capture.seen_bytes.values()),
+            log_bytes=sum(stats.seen for stats in capture.stats.values()),
             logs_truncated=capture.truncated,
+            log_stats=capture.log_stats,
+            logs_preview=capture.preview,
+            output_limited=outcome.stopped,
             redactions=capture.redaction_counts,
             lease_owner=None,
         )
@@ -225,8 +239,12 @@ def _spec(rt: Runtime, run: runs_db.Run) -> docker_backend.ContainerSpec:
     )
 
 
-def _heartbeat(rt: Runtime, run: runs_db.Run, owner: str) -> Any:
+def _heartbeat(rt: Runtime, run: runs_db.Run, owner: str, capture: LogCapture) -> Any:
+    kill_on_overflow = rt.settings.log_overflow == "kill"
+
     def beat() -> Heartbeat:
+        if kill_on_overflow and capture.overflowed:
+            return Heartbeat.STOP
         with rt.pool.connection() as conn:
             if runs_db.heartbeat(conn, run.id, attempt=run.attempt, owner=owner):
                 return Heartbeat.CONTINUE

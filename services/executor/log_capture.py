@@ -1,10 +1,14 @@
-"""Turn a container's raw output into redacted, numbered log lines in Postgres."""
+"""Turn a container's raw output into redacted, numbered log lines: live, inline and in blobs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from psycopg_pool import ConnectionPool
@@ -14,81 +18,156 @@ from shared.db import run_logs
 from shared.db import runs as runs_db
 from shared.db.run_logs import LogLine
 from shared.redaction import Redactor, StreamRedactor
+from shared.storage import STREAMS, BlobStore, log_path
 
 logger = logging.getLogger(__name__)
 
 _MARKER = EVALUATION_MARKER.encode()
 
+Publisher = Callable[[str, str], None]
+
+
+@dataclass
+class StreamStats:
+    """Byte counts of one stream: printed, kept in blob storage, stored inline in Postgres."""
+
+    seen: int = 0
+    kept: int = 0
+    inline: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"bytesSeen": self.seen, "bytesKept": self.kept, "bytesInline": self.inline}
+
 
 class LogCapture:
-    """Redact, number and store lines as they arrive; keep the evaluation line apart.
+    """Redact, number and keep lines as they arrive; keep the evaluation line apart.
 
-    Lines are written in small batches so a follower sees them while the run goes on, and so
-    output printed just before a kill is already stored. Each batch commits together with the
-    count of raw lines it covers, fenced by attempt and lease: an executor that follows the same
-    container again replays the engine's log through a fresh redactor (rebuilding its state) and
-    stores only what lies past those counts — no line lost, none twice. A batch refused by the
-    fence means this attempt lost the run; it stops storing. Past ``max_bytes`` of stored text
-    lines are counted but not stored (``truncated``).
+    Three destinations, each with its own rule:
+    - blob storage gets the full redacted log of each stream, appended in batches while the run
+      goes, up to the run's log cap; past it the overflow policy applies;
+    - Postgres gets numbered lines up to the inline cap (what the API and previews read);
+    - followers get each batch on a pub/sub channel once it is stored.
+    A batch is appended to the blob first, then committed to Postgres together with the count of
+    raw lines it covers, fenced by attempt and lease. An executor that follows the same container
+    again replays the engine's log through a fresh redactor (rebuilding its state), appends to the
+    blobs only past their current size, and stores inline only past the recorded counts: no line
+    lost, none twice. A batch refused by the fence means this attempt lost the run.
     """
 
     def __init__(
         self,
         pool: ConnectionPool,
+        blobs: BlobStore,
         run: runs_db.Run,
         owner: str,
         redactor: Redactor,
-        max_bytes: int,
-        flush_lines: int = 200,
-        flush_interval_s: float = 0.2,
+        max_inline_bytes: int,
+        blob_cap_bytes: int,
+        publish: Publisher | None = None,
+        preview_lines: int = 20,
+        flush_lines: int = 500,
+        flush_interval_s: float = 0.1,
     ) -> None:
-        self.pool, self.run_id, self.attempt, self.owner = pool, run.id, run.attempt, owner
+        self.pool, self.blobs, self.owner = pool, blobs, owner
+        self.run_id, self.attempt = run.id, run.attempt
         self.redactor = redactor
-        self.streams = {name: StreamRedactor(redactor) for name in ("stdout", "stderr")}
-        self.max_bytes = max_bytes
+        self.streams = {name: StreamRedactor(redactor) for name in STREAMS}
+        self.max_inline, self.blob_cap = max_inline_bytes, blob_cap_bytes
+        self.publish = publish
         self.flush_lines, self.flush_interval_s = flush_lines, flush_interval_s
         self.skip = dict(run.raw_lines or {"stdout": 0, "stderr": 0})
-        self.raw = {"stdout": 0, "stderr": 0}
+        self.raw = dict.fromkeys(STREAMS, 0)
+        self.stats = {name: StreamStats() for name in STREAMS}
+        # Where each blob ends now, and how far this follower's lines have reached in it.
+        self.blob_size = {name: blobs.size(log_path(str(run.id), name)) for name in STREAMS}
+        self.blob_position = dict.fromkeys(STREAMS, 0)
+        self.blob_total = 0
         with pool.connection() as conn:
             self.seq, self.stored_lines, self.stored_bytes = run_logs.stored_totals(conn, run.id)
-        self.seen_bytes = {"stdout": 0, "stderr": 0}
-        self.truncated = False
+        self.truncated = False  # inline or blob cap reached: some output was not kept
+        self.overflowed = False  # the blob cap was reached
         self.revoked = False
         self.evaluation_raw: str | None = None
+        # The first and last lines printed, whether or not the caps let them be kept.
+        self.printed = 0
+        self._head: list[dict[str, object]] = []
+        self._tail: deque[dict[str, object]] = deque(maxlen=preview_lines)
+        self._preview_lines = preview_lines
         self._pending: list[LogLine] = []
+        self._pending_blob = {name: bytearray() for name in STREAMS}
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
 
     def sink(self, stream: str, raw: bytes) -> None:
         """Take one raw line (without its newline) from ``stream``."""
+        self.sink_lines(stream, [raw])
+
+    def sink_lines(self, stream: str, raws: list[bytes]) -> None:
+        """Take a batch of raw lines (without newlines) from ``stream``, in order."""
         with self._lock:
-            self.raw[stream] += 1
-            self.seen_bytes[stream] += len(raw) + 1
-            replayed = self.raw[stream] <= self.skip.get(stream, 0)
-            if stream == "stdout" and raw.startswith(_MARKER):
-                # The evaluation is stored on the run, redacted, not as a log line.
-                text = raw[len(_MARKER) :].decode("utf-8", errors="replace")
-                self.evaluation_raw = self.redactor.redact_text(text)
-                return
-            lines = self.streams[stream].feed(raw.decode("utf-8", errors="replace") + "\n")
-            if replayed:
-                return  # stored by an earlier follower of this container
-            for line in lines:
-                self._add(stream, line)
+            skip = self.skip.get(stream, 0)
+            text: list[str] = []
+            replayed = False
+            for raw in raws:
+                self.raw[stream] += 1
+                self.stats[stream].seen += len(raw) + 1
+                is_replay = self.raw[stream] <= skip
+                if stream == "stdout" and raw.startswith(_MARKER):
+                    # The evaluation is stored on the run, redacted, not as a log line.
+                    marker = raw[len(_MARKER) :].decode("utf-8", errors="replace")
+                    self.evaluation_raw = self.redactor.redact_text(marker)
+                    continue
+                if self.overflowed and self.stored_bytes >= self.max_inline:
+                    continue  # nothing more can be kept anywhere: count it, skip the redactor
+                if text and is_replay != replayed:
+                    # Lines an earlier follower stored and new ones go through the redactor in
+                    # separate blocks, so each output line is attributed to its side.
+                    self._redact(stream, text, inline=not replayed)
+                    text = []
+                replayed = is_replay
+                text.append(raw.decode("utf-8", errors="replace"))
+            if text:
+                self._redact(stream, text, inline=not replayed)
             if (
                 len(self._pending) >= self.flush_lines
                 or time.monotonic() - self._last_flush >= self.flush_interval_s
             ):
                 self._flush()
 
-    def _add(self, stream: str, line: str) -> None:
-        size = len(line.encode()) + 1
-        if self.stored_bytes + size > self.max_bytes:
+    def _redact(self, stream: str, lines: list[str], *, inline: bool) -> None:
+        # One pass over the block: the redactor's per-call cost is paid once, not per line.
+        for line in self.streams[stream].feed("\n".join(lines) + "\n"):
+            self._keep(stream, line, inline=inline)
+
+    def _keep(self, stream: str, line: str, *, inline: bool) -> None:
+        self.printed += 1
+        entry = {"n": self.printed, "stream": stream, "line": line}
+        if len(self._head) < self._preview_lines:
+            self._head.append(entry)
+        else:
+            self._tail.append(entry)
+        data = line.encode() + b"\n"
+        size = len(data)
+        position = self.blob_position[stream]
+        # Once over the cap, stay over: a later short line must not slip in after a gap.
+        if self.overflowed or self.blob_total + size > self.blob_cap:
+            self.overflowed = self.truncated = True
+        else:
+            self.blob_position[stream] = position + size
+            self.blob_total += size
+            self.stats[stream].kept += size
+            if position + size > self.blob_size[stream]:  # not yet in the blob
+                self._pending_blob[stream] += data
+        if not inline:
+            return
+        if self.stored_bytes + size > self.max_inline:
             self.truncated = True
+            self.stored_bytes = self.max_inline  # inline is full: later lines skip it too
             return
         self.seq += 1
         self.stored_bytes += size
         self.stored_lines += 1
+        self.stats[stream].inline += size
         self._pending.append(LogLine(seq=self.seq, stream=stream, ts=datetime.now(UTC), line=line))
 
     def _flush(self) -> None:
@@ -97,7 +176,12 @@ class LogCapture:
             self._pending = []
             return
         batch, self._pending = self._pending, []
+        blob_batch = {s: bytes(b) for s, b in self._pending_blob.items() if b}
         try:
+            for stream, data in blob_batch.items():
+                self.blobs.append(log_path(str(self.run_id), stream), data)
+                self.blob_size[stream] += len(data)
+                self._pending_blob[stream].clear()
             with self.pool.connection() as conn, conn.transaction():
                 owned = runs_db.record_capture(
                     conn,
@@ -105,31 +189,67 @@ class LogCapture:
                     attempt=self.attempt,
                     owner=self.owner,
                     raw_lines=dict(self.raw),
+                    log_stats=self.log_stats,
                 )
                 if owned:
                     run_logs.append(conn, self.run_id, self.attempt, batch)
-            if not owned:
-                self.revoked = True
-                logger.warning(
-                    "lease lost; not storing this attempt's lines",
-                    extra={"runId": str(self.run_id), "attempt": self.attempt},
-                )
         except Exception:
-            # Keep the lines for the next flush rather than lose them to a passing DB hiccup.
+            # Keep the lines for the next flush rather than lose them to a passing hiccup; a
+            # blob append that did happen is not repeated (blob_size moved on).
             logger.warning(
                 "could not store log lines; will retry", extra={"runId": str(self.run_id)}
             )
             self._pending = batch + self._pending
+            return
+        if not owned:
+            self.revoked = True
+            logger.warning(
+                "lease lost; not storing this attempt's lines",
+                extra={"runId": str(self.run_id), "attempt": self.attempt},
+            )
+            return
+        if batch and self.publish is not None:
+            self._announce(batch)
+
+    def _announce(self, batch: list[LogLine]) -> None:
+        message = json.dumps(
+            {
+                "lines": [
+                    {"seq": ln.seq, "stream": ln.stream, "ts": ln.ts.isoformat(), "line": ln.line}
+                    for ln in batch
+                ]
+            }
+        )
+        try:
+            assert self.publish is not None
+            self.publish(str(self.run_id), message)
+        except Exception:
+            # Followers also poll Postgres, so a lost announcement only delays them.
+            logger.debug("could not announce log lines", exc_info=True)
 
     def close(self) -> None:
         """Flush what is buffered (including a half-open PEM block) and store it."""
         with self._lock:
             for stream, redactor in self.streams.items():
                 for line in redactor.close():
-                    self._add(stream, line)
+                    self._keep(stream, line, inline=True)
             self._flush()
             if self._pending:
                 raise RuntimeError("log lines could not be stored")
+
+    @property
+    def preview(self) -> dict[str, object]:
+        """Return the first and last lines printed (redacted) and how many lie between."""
+        return {
+            "head": list(self._head),
+            "tail": list(self._tail),
+            "omitted": self.printed - len(self._head) - len(self._tail),
+        }
+
+    @property
+    def log_stats(self) -> dict[str, dict[str, int]]:
+        """Return per-stream byte counts in the API's camelCase shape."""
+        return {name: stats.to_json() for name, stats in self.stats.items()}
 
     @property
     def redaction_counts(self) -> dict[str, int]:

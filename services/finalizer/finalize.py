@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 from shared import faults
-from shared.db import run_logs
 from shared.db import runs as runs_db
 from shared.redaction import Redactor
 from shared.runtime import Runtime
@@ -31,6 +30,13 @@ def judge(run: runs_db.Run) -> tuple[RunStatus, str | None, Any]:
     if run.platform_error:
         return RunStatus.ERROR, f"platform_error: {run.platform_error}", evaluation
     limits = run.resources or {}
+    if run.output_limited:
+        return (
+            RunStatus.FAILED,
+            f"output_limit: the adapter printed more than its log cap of "
+            f"{limits.get('logCapMb')} MiB and was stopped",
+            evaluation,
+        )
     if run.wall_timed_out:
         return (
             RunStatus.TIMED_OUT,
@@ -71,21 +77,6 @@ def parse_evaluation(raw: str | None) -> tuple[Any, str | None]:
     return value, None
 
 
-def preview(lines: list[run_logs.LogLine], keep: int) -> dict[str, Any]:
-    """Return the first and last ``keep`` lines (already redacted) and how many were left out."""
-
-    def show(items: list[run_logs.LogLine]) -> list[dict[str, Any]]:
-        return [{"seq": ln.seq, "stream": ln.stream, "line": ln.line} for ln in items]
-
-    if len(lines) <= 2 * keep:
-        return {"head": show(lines), "tail": [], "omitted": 0}
-    return {
-        "head": show(lines[:keep]),
-        "tail": show(lines[-keep:]),
-        "omitted": len(lines) - 2 * keep,
-    }
-
-
 def _merged(*counts: Any) -> dict[str, int]:
     total: dict[str, int] = {}
     for part in counts:
@@ -98,14 +89,12 @@ def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     """Finalize a run whose container finished; return its terminal status, or None if not ours."""
     with rt.pool.connection() as conn:
         run = runs_db.get_run(conn, run_id)
-        if run is None or run.status is not RunStatus.FINALIZING:
-            return None
-        lines = run_logs.all_lines(conn, run_id)
+    if run is None or run.status is not RunStatus.FINALIZING:
+        return None
     redactor: Redactor = rt.redactor()
     status, reason, evaluation = judge(run)
     evaluation = redactor.redact_value(evaluation) if evaluation is not None else None
     reason = redactor.redact_text(reason) if reason else None
-    logs_preview = preview(lines, rt.settings.preview_lines)
     metrics = {
         "exitCode": run.exit_code,
         "oomKilled": run.oom_killed,
@@ -115,16 +104,9 @@ def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         "logLines": run.log_lines,
         "logBytes": run.log_bytes,
         "logsTruncated": run.logs_truncated,
+        "logStreams": run.log_stats,
         "resources": run.resources,
     }
-    prefix = run_prefix(str(run_id))
-    # Lines in Postgres were redacted when captured; the blob copies are written from them.
-    body = "".join(
-        json.dumps({"seq": ln.seq, "stream": ln.stream, "ts": ln.ts.isoformat(), "line": ln.line})
-        + "\n"
-        for ln in lines
-    )
-    rt.blobs.put(prefix + "logs.ndjson", body.encode(), "application/x-ndjson")
     result = {
         "runId": str(run_id),
         "status": status.value,
@@ -132,7 +114,10 @@ def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         "evaluation": evaluation,
         "metrics": metrics,
     }
-    location = rt.blobs.put(prefix + "result.json", json.dumps(result).encode(), "application/json")
+    # The logs were appended to blob storage while the run went; these complete the folder.
+    # Writing them again after a crash overwrites the same keys with the same content.
+    prefix = run_prefix(str(run_id))
+    rt.blobs.put(prefix + "result.json", json.dumps(result).encode(), "application/json")
     rt.blobs.put(prefix + "metrics.json", json.dumps(metrics).encode(), "application/json")
     faults.crash_point(rt.settings, "finalize.after_blobs")
     with rt.pool.connection() as conn:
@@ -144,8 +129,8 @@ def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             attempt=run.attempt,
             reason=reason,
             evaluation=evaluation,
-            logs_preview=logs_preview,
-            result_location=location.rsplit("/", 1)[0] + "/",
+            result_location=prefix,
+            redactions=_merged(run.redactions, redactor.stats),
         )
     if moved is None:
         return None

@@ -15,6 +15,7 @@ from shared.errors import BackendError
 from shared.queues import TaskNames
 from shared.runtime import Runtime
 from shared.states import RunStatus
+from shared.storage import run_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,9 @@ def relay_outbox(rt: Runtime, limit: int = 200, older_than_s: float = 1.0) -> in
     Rows younger than ``older_than_s`` are left to the process that wrote them (it publishes
     right after its commit); the relay only picks up what that process could not send.
     """
+    from services.finalizer import webhooks
+    from shared.events import STATE_CHANGED
+
     with rt.pool.connection() as conn:
         batch = outbox.claim_batch(conn, limit, older_than_s)
         sent = []
@@ -136,6 +140,9 @@ def relay_outbox(rt: Runtime, limit: int = 200, older_than_s: float = 1.0) -> in
                     logger.warning("broker still unavailable; dispatches wait", exc_info=False)
                     break
             else:
+                if row["kind"] == STATE_CHANGED:
+                    # Same transaction: a delivery exists exactly when the event is marked sent.
+                    webhooks.schedule_for_event(rt, conn, row)
                 logger.info(
                     "event %s",
                     row["kind"],
@@ -148,3 +155,31 @@ def relay_outbox(rt: Runtime, limit: int = 200, older_than_s: float = 1.0) -> in
             sent.append(row["id"])
         outbox.mark_sent(conn, sent)
     return len(sent)
+
+
+def purge_old_artefacts(rt: Runtime, limit: int = 500) -> dict[str, int]:
+    """Delete logs and results of runs finished more than SANDBOX_RETENTION_DAYS ago.
+
+    The run row stays (status, reason, evaluation, timestamps): only the bulky evidence goes, and
+    the run records when (``purged_at``). Returns what was removed.
+    """
+    removed = {"runs": 0, "blobs": 0, "bytes": 0, "lines": 0}
+    with rt.pool.connection() as conn:
+        due = runs_db.list_purgeable(conn, rt.settings.retention_days, limit)
+    for run_id in due:
+        blobs, size = rt.blobs.delete_prefix(run_prefix(str(run_id)))
+        with rt.pool.connection() as conn:
+            removed["lines"] += runs_db.mark_purged(conn, run_id)
+        removed["runs"] += 1
+        removed["blobs"] += blobs
+        removed["bytes"] += size
+    if removed["runs"]:
+        logger.info(
+            "retention removed %d runs' logs and results: %d blobs, %d bytes, %d log lines",
+            removed["runs"],
+            removed["blobs"],
+            removed["bytes"],
+            removed["lines"],
+            extra={"removed": removed},
+        )
+    return removed

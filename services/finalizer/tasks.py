@@ -7,6 +7,7 @@ import uuid
 import psycopg
 
 from services.finalizer.finalize import finalize_run
+from services.finalizer.housekeeping import purge_old_artefacts
 from services.finalizer.housekeeping import reconcile as reconcile_runs
 from services.finalizer.housekeeping import relay_outbox as relay
 from services.finalizer.worker import app, runtime
@@ -32,7 +33,21 @@ def reconcile() -> None:
     reconcile_runs(runtime)
 
 
+@app.task(name=TaskNames.RETENTION, acks_late=False)
+def retention() -> None:
+    """Delete logs and results past the retention age (periodic, from celery beat)."""
+    purge_old_artefacts(runtime)
+
+
 @app.task(name=TaskNames.RELAY_OUTBOX, acks_late=False)
 def relay_outbox() -> None:
     """Publish unsent events (periodic, from celery beat)."""
     relay(runtime)
+
+
+@app.task(name=TaskNames.DELIVER_WEBHOOKS, acks_late=False)
+def deliver_webhooks() -> None:
+    """Send due webhooks and commit statuses (periodic, from celery beat)."""
+    from services.finalizer.webhooks import deliver_due
+
+    deliver_due(runtime)

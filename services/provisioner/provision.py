@@ -87,7 +87,8 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
 def _requested(run: runs_db.Run) -> dict[str, Any] | None:
     if not run.requested_resources:
         return None
-    names = {"cpu": "cpu", "memoryMb": "memory_mb", "timeoutS": "timeout_s"}
+    names = {"cpu": "cpu", "memoryMb": "memory_mb", "timeoutS": "timeout_s",
+             "logCapMb": "log_cap_mb"}
     return {names[k]: v for k, v in run.requested_resources.items() if k in names}
 
 

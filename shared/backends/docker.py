@@ -22,7 +22,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
+from docker.types import LogConfig, Mount
 
 from shared.errors import BackendError, BackendUnavailable, ImageNotFound
 from shared.policy import Resources
@@ -38,7 +38,8 @@ LABEL_FLEET = "sandbox-runner.fleet"
 LABEL_ATTEMPT = "sandbox-runner.attempt"
 SANDBOX_USER = "65534:65534"
 
-LineSink = Callable[[str, bytes], None]
+# Receives (stream, lines): a batch of raw lines without their newlines, in order.
+LineSink = Callable[[str, list[bytes]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class ContainerOutcome:
     oom_killed: bool = False
     timed_out: bool = False
     cancelled: bool = False
+    stopped: bool = False
     cpu_seconds: float | None = None
     peak_memory_bytes: int | None = None
     duration_s: float = 0.0
@@ -123,32 +125,40 @@ def resolve_image(client: docker.DockerClient, ref: str, pull_timeout_s: int = 1
 
 
 class _LineSplitter:
-    """Cut a byte stream into lines, cutting over-long lines so one line never fills memory."""
+    """Cut a byte stream into lines, cutting over-long lines so one line never fills memory.
+
+    Lines go to the sink in batches (all the complete lines of one chunk), so the consumer can
+    redact a block at a time instead of paying per-call costs for every line.
+    """
 
     def __init__(self, stream: str, sink: LineSink, max_line_bytes: int) -> None:
         self.stream, self.sink, self.max = stream, sink, max_line_bytes
         self.buf = b""
 
     def feed(self, chunk: bytes) -> None:
-        self.buf += chunk
-        while True:
-            cut = self.buf.find(b"\n")
-            if cut == -1:
-                break
-            line, self.buf = self.buf[:cut], self.buf[cut + 1 :]
-            self._emit(line)
+        parts = (self.buf + chunk).split(b"\n")
+        self.buf = parts.pop()
+        lines: list[bytes] = []
+        for line in parts:
+            self._cut(line, lines)
         while len(self.buf) >= self.max:
-            self._emit(self.buf[: self.max])
+            lines.append(self.buf[: self.max])
             self.buf = self.buf[self.max :]
+        if lines:
+            self.sink(self.stream, lines)
 
-    def _emit(self, line: bytes) -> None:
-        for start in range(0, max(len(line), 1), self.max):
-            self.sink(self.stream, line[start : start + self.max])
+    def _cut(self, line: bytes, into: list[bytes]) -> None:
+        if len(line) <= self.max:
+            into.append(line)
+            return
+        into.extend(line[start : start + self.max] for start in range(0, len(line), self.max))
 
     def close(self) -> None:
         if self.buf:
-            self._emit(self.buf)
+            lines: list[bytes] = []
+            self._cut(self.buf, lines)
             self.buf = b""
+            self.sink(self.stream, lines)
 
 
 class Heartbeat(StrEnum):
@@ -156,6 +166,7 @@ class Heartbeat(StrEnum):
 
     CONTINUE = "continue"
     KILL = "kill"  # the run was cancelled: stop the container
+    STOP = "stop"  # the run broke a limit the executor enforces (output): stop, then finalize
     DETACH = "detach"  # another executor took the run over: leave the container to it
 
 
@@ -243,6 +254,7 @@ def follow(
             raise LeaseLost("another executor took the run over")
         outcome.timed_out = verdict == "timeout"
         outcome.cancelled = verdict is Heartbeat.KILL
+        outcome.stopped = verdict is Heartbeat.STOP
         reader.join(timeout=10)
         stats.stop()
         state = client.api.inspect_container(container.id)["State"]
@@ -352,6 +364,9 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> 
         stdin_open=False,
         tty=False,
         detach=True,
+        # The engine's own copy of the output is what the executor follows (and replays after a
+        # takeover); bounded so a run printing without end cannot fill the host's disk.
+        log_config=LogConfig(type="json-file", config={"max-size": "128m", "max-file": "4"}),
     )
 
 
@@ -422,7 +437,8 @@ def _wait(
 ) -> Heartbeat | str:
     """Wait for the container to exit, renewing the lease; kill it at the wall limit.
 
-    Returns "exited", "timeout", Heartbeat.KILL (cancelled and killed) or Heartbeat.DETACH.
+    Returns "exited", "timeout", Heartbeat.KILL (cancelled and killed), Heartbeat.STOP (killed
+    for a limit the executor enforces) or Heartbeat.DETACH.
     """
     while True:
         remaining = timeout_s - (time.time() - started)
@@ -436,7 +452,7 @@ def _wait(
             if isinstance(exc, requests.exceptions.ConnectionError) and not _is_timeout(exc):
                 raise
         verdict = heartbeat()
-        if verdict is Heartbeat.KILL:
+        if verdict in (Heartbeat.KILL, Heartbeat.STOP):
             _kill(container)
             return verdict
         if verdict is Heartbeat.DETACH:

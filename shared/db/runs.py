@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from shared import events
+from shared import events, metrics
 from shared.states import TERMINAL, RunStatus, can_move, sources_of
 
 
@@ -62,6 +62,12 @@ class Run:
     raw_lines: dict[str, int] | None = None
     redactions: dict[str, int] | None = None
     cancel_requested_by: str | None = None
+    log_stats: dict[str, Any] | None = None
+    output_limited: bool = False
+    purged_at: datetime | None = None
+    # Who to tell about state changes (issue 9): a webhook target and a GitHub commit.
+    callback: dict[str, Any] | None = None
+    github: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -85,7 +91,7 @@ _SETTABLE = frozenset(_COLUMNS) - {
     "updated_at",
 }
 _JSON_COLUMNS = frozenset(
-    {"resources", "plan", "evaluation", "logs_preview", "raw_lines", "redactions"}
+    {"resources", "plan", "evaluation", "logs_preview", "raw_lines", "redactions", "log_stats"}
 )
 # The timestamp each status stamps when a run enters it.
 _STAMPS: dict[RunStatus, str] = {
@@ -112,15 +118,17 @@ def create_run(
     requested_resources: dict[str, Any] | None = None,
     request_id: str | None = None,
     deadline_s: float | None = None,
+    callback: dict[str, Any] | None = None,
+    github: dict[str, Any] | None = None,
 ) -> Run:
     """Insert a queued run and its audit event (same transaction as the caller's)."""
     run_id = uuid.uuid4()
     row = conn.execute(
         sql.SQL(
             "INSERT INTO sandbox_run (id, persona_id, method_id, adapter_image, input, dry_run, "
-            "requested_resources, deadline_at) VALUES (%(id)s, %(persona_id)s, %(method_id)s, "
-            "%(adapter_image)s, %(input)s, %(dry_run)s, %(requested)s, "
-            "now() + make_interval(secs => %(deadline)s)) RETURNING {}"
+            "requested_resources, deadline_at, callback, github) VALUES (%(id)s, %(persona_id)s, "
+            "%(method_id)s, %(adapter_image)s, %(input)s, %(dry_run)s, %(requested)s, "
+            "now() + make_interval(secs => %(deadline)s), %(callback)s, %(github)s) RETURNING {}"
         ).format(_SELECT),
         {
             "id": run_id,
@@ -131,6 +139,8 @@ def create_run(
             "dry_run": dry_run,
             "requested": Jsonb(requested_resources) if requested_resources else None,
             "deadline": deadline_s if deadline_s is not None else 3600,
+            "callback": Jsonb(callback) if callback else None,
+            "github": Jsonb(github) if github else None,
         },
     ).fetchone()
     assert row is not None
@@ -244,6 +254,7 @@ def transition(
     run = _row_to_run(row)
     if previous != run.status:
         events.add_state_changed(conn, run, previous=previous)
+    metrics.safe_observe_transition(previous, run)  # never raises
     return run
 
 
@@ -254,6 +265,7 @@ def record_capture(
     attempt: int,
     owner: str,
     raw_lines: dict[str, int],
+    log_stats: dict[str, Any] | None = None,
 ) -> bool:
     """Record how many raw lines per stream are stored, if this attempt still owns the run.
 
@@ -261,9 +273,10 @@ def record_capture(
     False and must roll back, so only the current attempt ever writes logs.
     """
     cur = conn.execute(
-        "UPDATE sandbox_run SET raw_lines = %s, heartbeat_at = now() "
+        "UPDATE sandbox_run SET raw_lines = %s, log_stats = COALESCE(%s, log_stats), "
+        "heartbeat_at = now() "
         "WHERE id = %s AND attempt = %s AND lease_owner = %s AND status = 'running'",
-        (Jsonb(raw_lines), run_id, attempt, owner),
+        (Jsonb(raw_lines), Jsonb(log_stats) if log_stats else None, run_id, attempt, owner),
     )
     return cur.rowcount == 1
 
@@ -331,6 +344,27 @@ def live_attempts(conn: psycopg.Connection[Any], run_ids: list[uuid.UUID]) -> di
     return {r["id"]: r["attempt"] for r in rows}
 
 
+def list_purgeable(
+    conn: psycopg.Connection[Any], older_than_days: int, limit: int
+) -> list[uuid.UUID]:
+    """Return runs finished more than ``older_than_days`` ago whose artefacts are still kept."""
+    rows = conn.execute(
+        "SELECT id FROM sandbox_run WHERE finalized_at < now() - make_interval(days => %s) "
+        "AND purged_at IS NULL ORDER BY finalized_at LIMIT %s",
+        (older_than_days, limit),
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def mark_purged(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> int:
+    """Drop a run's stored log lines and preview, record when; return the lines removed."""
+    deleted = conn.execute("DELETE FROM sandbox_run_log WHERE run_id = %s", (run_id,)).rowcount
+    conn.execute(
+        "UPDATE sandbox_run SET purged_at = now(), logs_preview = NULL WHERE id = %s", (run_id,)
+    )
+    return deleted
+
+
 def list_dead_leases(
     conn: psycopg.Connection[Any], older_than_s: float, limit: int = 100
 ) -> list[Run]:
@@ -343,5 +377,49 @@ def list_dead_leases(
             "ORDER BY updated_at LIMIT %s"
         ).format(_SELECT),
         (older_than_s, older_than_s, limit),
+    ).fetchall()
+    return [_row_to_run(r) for r in rows]
+
+
+def list_runs(
+    conn: psycopg.Connection[Any],
+    *,
+    statuses: list[RunStatus] | None = None,
+    persona_id: uuid.UUID | None = None,
+    method_id: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    older_than: tuple[datetime, uuid.UUID] | None = None,
+    limit: int = 50,
+) -> list[Run]:
+    """Return runs newest first by ``(queued_at, id)``, filtered; ``older_than`` is the cursor.
+
+    Keyset pagination: pass the last run's ``(queued_at, id)`` to get the page after it.
+    """
+    where: list[sql.Composable] = [sql.SQL("TRUE")]
+    params: dict[str, Any] = {"limit": limit}
+    if statuses:
+        where.append(sql.SQL("status = ANY(%(statuses)s)"))
+        params["statuses"] = [s.value for s in statuses]
+    if persona_id is not None:
+        where.append(sql.SQL("persona_id = %(persona)s"))
+        params["persona"] = persona_id
+    if method_id is not None:
+        where.append(sql.SQL("method_id = %(method)s"))
+        params["method"] = method_id
+    if created_after is not None:
+        where.append(sql.SQL("queued_at >= %(after)s"))
+        params["after"] = created_after
+    if created_before is not None:
+        where.append(sql.SQL("queued_at < %(before)s"))
+        params["before"] = created_before
+    if older_than is not None:
+        where.append(sql.SQL("(queued_at, id) < (%(c_at)s, %(c_id)s)"))
+        params["c_at"], params["c_id"] = older_than
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT {} FROM sandbox_run WHERE {} ORDER BY queued_at DESC, id DESC LIMIT %(limit)s"
+        ).format(_SELECT, sql.SQL(" AND ").join(where)),
+        params,
     ).fetchall()
     return [_row_to_run(r) for r in rows]

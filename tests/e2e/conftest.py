@@ -26,6 +26,11 @@ def fleet_env(settings_env: dict[str, str], worker_id: str) -> dict[str, str]:
         "SANDBOX_DATABASE_URL": database_url,
         "SANDBOX_BROKER_URL": broker,
         "SANDBOX_FLEET_NAME": "e2e-" + database_url.rsplit("/", 1)[1],
+        # Each worker service serves /metrics on a port of its own (tests/e2e/test_observability).
+        **{
+            f"SANDBOX_{name}_METRICS_PORT": str(free_port())
+            for name in ("PROVISIONER", "EXECUTOR", "FINALIZER")
+        },
     }
 
 

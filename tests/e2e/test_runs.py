@@ -20,7 +20,7 @@ def test_an_seo_evaluation_succeeds_with_a_redacted_result(fleet: Fleet) -> None
     assert {c["id"] for c in evaluation["checks"]} >= {"title_length", "word_count", "readability"}
     assert 0 <= evaluation["score"] <= 100
     assert run["backend"] == "docker" and run["imageDigest"].startswith("sha256:")
-    assert run["resources"] == {"cpu": 1.0, "memoryMb": 2048, "timeoutS": 60}
+    assert run["resources"] == {"cpu": 1.0, "memoryMb": 2048, "timeoutS": 60, "logCapMb": 100}
     stamps = run["timestamps"]
     assert (
         stamps["queued"]
@@ -49,7 +49,11 @@ def test_stdout_and_stderr_come_back_apart_in_order(fleet: Fleet) -> None:
     assert "warn-1" in [x["line"] for x in lines if x["stream"] == "stderr"]
     assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
     assert not any("::sandbox-evaluation::" in x["line"] for x in lines)
-    stderr_only = fleet.get(f"/api/sandbox/runs/{run_id}/logs", params={"stream": "stderr"}).json()
+    stderr_only = fleet.get(
+        f"/api/sandbox/runs/{run_id}/logs",
+        params={"stream": "stderr"},
+        headers={"Accept": "application/json"},
+    ).json()
     assert {x["stream"] for x in stderr_only["lines"]} == {"stderr"}
 
 
@@ -89,7 +93,12 @@ def test_a_dry_run_plans_without_starting_a_container(fleet: Fleet) -> None:
     run = fleet.run(run_request(dryRun=True, resources={"cpu": 2}))
     assert run["status"] == "succeeded"
     assert run["statusReason"].startswith("dry_run")
-    assert run["plan"]["resources"] == {"cpu": 2.0, "memoryMb": 256, "timeoutS": 20}
+    assert run["plan"]["resources"] == {
+        "cpu": 2.0,
+        "memoryMb": 256,
+        "timeoutS": 20,
+        "logCapMb": 100,
+    }
     assert run["plan"]["imageDigest"] == run["imageDigest"]
     assert run["timestamps"]["started"] is None and run["attempt"] == 0
     assert fleet.log_lines(run["id"]) == []

@@ -17,6 +17,8 @@ from shared.policy import Resources
 from tests.builders import TEST_IMAGE
 
 SMALL = Resources(0.5, 128, 20)
+# Its own fleet label, so no running fleet's reconciler takes these containers for orphans.
+FLEET = "test-docker-backend"
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +46,10 @@ def run(
         input_json=json.dumps(payload).encode(),
         resources=resources,
         pids_limit=64,
+        fleet=FLEET,
     )
     outcome = docker_backend.run_container(
-        client, spec, lambda stream, raw: lines.append((stream, raw.decode()))
+        client, spec, lambda stream, raws: lines.extend((stream, r.decode()) for r in raws)
     )
     return outcome, lines
 
@@ -92,9 +95,12 @@ def test_limits_are_applied_to_the_container(client: docker.DockerClient, image_
         input_json=b'{"action": "env"}',
         resources=Resources(0.5, 96, 20),
         pids_limit=64,
+        fleet=FLEET,
     )
     lines: list[str] = []
-    outcome = docker_backend.run_container(client, spec, lambda s, raw: lines.append(raw.decode()))
+    outcome = docker_backend.run_container(
+        client, spec, lambda s, raws: lines.extend(r.decode() for r in raws)
+    )
     watcher.join()
     host = seen["HostConfig"]
     assert host["NanoCpus"] == 500_000_000
@@ -153,9 +159,10 @@ def test_an_over_long_line_is_cut_not_held(client: docker.DockerClient, image_id
         image_id=image_id,
         input_json=b'{"action": "spam", "lines": 2, "width": 5000}',
         resources=Resources(0.5, 64, 20),
+        fleet=FLEET,
     )
     docker_backend.run_container(
-        client, spec, lambda s, raw: lines.append((s, raw)), max_line_bytes=2048
+        client, spec, lambda s, raws: lines.extend((s, r) for r in raws), max_line_bytes=2048
     )
     sizes = [len(raw) for s, raw in lines if s == "stdout" and not raw.startswith(b"::")]
     assert max(sizes) == 2048

@@ -7,8 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from services.finalizer.finalize import judge, parse_evaluation, preview
-from shared.db.run_logs import LogLine
+from services.finalizer.finalize import judge, parse_evaluation
 from shared.db.runs import Run
 from shared.states import RunStatus
 
@@ -44,6 +43,16 @@ def test_exit_zero_with_an_object_succeeds() -> None:
     assert judge(finished_run()) == (RunStatus.SUCCEEDED, None, {"ok": True})
 
 
+def test_a_run_stopped_for_its_output_fails_with_output_limit() -> None:
+    status, reason, _ = judge(
+        finished_run(output_limited=True, exit_code=137, resources={"logCapMb": 1})
+    )
+    assert status is RunStatus.FAILED
+    assert (
+        reason == "output_limit: the adapter printed more than its log cap of 1 MiB and was stopped"
+    )
+
+
 def test_timeout_wins_over_the_exit_code_of_the_kill() -> None:
     status, reason, _ = judge(finished_run(wall_timed_out=True, exit_code=137))
     assert status is RunStatus.TIMED_OUT
@@ -69,14 +78,3 @@ def test_missing_or_invalid_evaluation_fails() -> None:
     status, reason, _ = judge(finished_run(evaluation_raw="{not json"))
     assert (status, reason.split(":")[0]) == (RunStatus.FAILED, "evaluation_invalid")  # type: ignore[union-attr]
     assert parse_evaluation("[1, 2]")[1] == "evaluation_invalid: expected a JSON object, got list"
-
-
-def test_preview_keeps_head_and_tail() -> None:
-    now = datetime.now(UTC)
-    lines = [LogLine(seq=i, stream="stdout", ts=now, line=f"l{i}") for i in range(1, 11)]
-    short = preview(lines, keep=5)
-    assert short["omitted"] == 0 and len(short["head"]) == 10
-    cut = preview(lines, keep=2)
-    assert [x["line"] for x in cut["head"]] == ["l1", "l2"]
-    assert [x["line"] for x in cut["tail"]] == ["l9", "l10"]
-    assert cut["omitted"] == 6

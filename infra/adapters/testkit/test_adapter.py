@@ -149,6 +149,16 @@ def _interfaces() -> list[str]:
         return []
 
 
+def action_tick(data: dict) -> dict:
+    # Each line carries the wall-clock time it was printed, for log latency benchmarks.
+    count = int(_number(data, "count", 50, minimum=1))
+    interval = _number(data, "intervalMs", 100, minimum=0) / 1000.0
+    for i in range(count):
+        print(f"tick {i} {time.time():.6f}", flush=True)
+        time.sleep(interval)
+    return {"ticks": count}
+
+
 def action_env(data: dict) -> dict:
     try:
         with open("/x", "w"):
@@ -176,6 +186,7 @@ ACTIONS: dict[str, Callable[[dict], dict]] = {
     "sleep": action_sleep,
     "oom": action_oom,
     "spam": action_spam,
+    "tick": action_tick,
     "pii": action_pii,
     "bad_evaluation": action_bad_evaluation,
     "no_evaluation": action_no_evaluation,

@@ -1,0 +1,24 @@
+"""Live log lines between the executor and the api's followers: a Redis pub/sub channel per run.
+
+Redis rather than Postgres LISTEN/NOTIFY: each follower holds a subscription for minutes, and a
+Redis connection costs a few kilobytes where a Postgres backend costs megabytes and a slot from a
+small max_connections; NOTIFY payloads are also capped at 8000 bytes, less than one batch. The
+channel only speeds followers up: they read history from Postgres and poll it when no message
+comes, so a lost message delays a line but never loses it.
+"""
+
+from __future__ import annotations
+
+import redis
+
+
+def channel(run_id: str) -> str:
+    """Return the pub/sub channel of a run's live lines."""
+    return f"sandbox:logs:{run_id}"
+
+
+def connect(url: str) -> redis.Redis:
+    """Return a Redis client for pub/sub (it connects on first use)."""
+    return redis.Redis.from_url(
+        url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=25
+    )

@@ -1,0 +1,1 @@
+"""Outbound result webhooks and GitHub integration: signing, URL safety, configured endpoints."""

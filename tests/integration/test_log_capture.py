@@ -1,0 +1,133 @@
+"""LogCapture against real Postgres and the local blob store: caps, replay after takeover."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from psycopg_pool import ConnectionPool
+
+from services.executor.log_capture import LogCapture
+from shared.db import run_logs
+from shared.db import runs as runs_db
+from shared.redaction import Redactor
+from shared.states import RunStatus
+from shared.storage import log_path
+from shared.storage.local import LocalBlobStore
+
+
+def running_run(pool: ConnectionPool, owner: str = "node:1") -> runs_db.Run:
+    with pool.connection() as conn:
+        run = runs_db.create_run(
+            conn,
+            persona_id=uuid.uuid4(),
+            method_id="test.run",
+            adapter_image="img",
+            input={},
+            dry_run=False,
+        )
+        runs_db.transition(conn, run.id, RunStatus.PROVISIONING)
+        runs_db.transition(conn, run.id, RunStatus.READY)
+        moved = runs_db.transition(
+            conn, run.id, RunStatus.RUNNING, bump_attempt=True, lease_owner=owner
+        )
+    assert moved is not None
+    return moved
+
+
+def capture(
+    pool: ConnectionPool,
+    store: LocalBlobStore,
+    run: runs_db.Run,
+    owner: str = "node:1",
+    inline: int = 1 << 20,
+    cap: int = 1 << 20,
+    published: list[str] | None = None,
+) -> LogCapture:
+    return LogCapture(
+        pool,
+        store,
+        run,
+        owner,
+        Redactor(),
+        inline,
+        cap,
+        (lambda _run, msg: published.append(msg)) if published is not None else None,
+        preview_lines=2,
+    )
+
+
+def test_lines_go_inline_to_the_blob_and_to_followers(pool: ConnectionPool, tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, b"k" * 32)
+    run = running_run(pool)
+    published: list[str] = []
+    cap = capture(pool, store, run, published=published)
+    for i in range(5):
+        cap.sink("stdout", f"line {i} mail a@example.com".encode())
+    cap.sink("stderr", b"warn")
+    cap.sink("stdout", b'::sandbox-evaluation::{"ok": true}')
+    cap.close()
+    with pool.connection() as conn:
+        stored = run_logs.all_lines(conn, run.id)
+    assert next(x.line for x in stored if x.stream == "stdout") == "line 0 mail [REDACTED:email]"
+    assert store.get(log_path(str(run.id), "stdout")).decode().splitlines() == [
+        x.line for x in stored if x.stream == "stdout"
+    ]
+    assert cap.evaluation_raw == '{"ok": true}'
+    assert published, "followers were told"
+    assert cap.preview["omitted"] == 2 and len(cap.preview["head"]) == 2
+    assert cap.preview["tail"][-1]["line"] == "warn"
+    assert cap.redaction_counts == {"email": 5}
+
+
+def test_caps_keep_counting_what_they_do_not_keep(pool: ConnectionPool, tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, b"k" * 32)
+    run = running_run(pool)
+    cap = capture(pool, store, run, inline=100, cap=250)
+    for _ in range(10):
+        cap.sink("stdout", b"x" * 49)  # 50 bytes with the newline
+    cap.close()
+    stats = cap.log_stats["stdout"]
+    assert stats == {"bytesSeen": 500, "bytesKept": 250, "bytesInline": 100}
+    assert cap.truncated and cap.overflowed
+    assert len(store.get(log_path(str(run.id), "stdout"))) == 250
+
+
+def test_a_second_follower_of_the_same_container_neither_loses_nor_repeats(
+    pool: ConnectionPool, tmp_path: Path
+) -> None:
+    store = LocalBlobStore(tmp_path, b"k" * 32)
+    run = running_run(pool)
+    first = capture(pool, store, run)
+    output = [f"line {i}".encode() for i in range(10)]
+    for raw in output[:4]:
+        first.sink("stdout", raw)
+    first._flush()  # the first executor stored 4 lines, then died
+    for raw in output[4:6]:
+        first.sink("stdout", raw)  # printed, appended nowhere yet
+    with pool.connection() as conn:
+        runs_db.release_lease(conn, run.id, attempt=run.attempt)
+        taken = runs_db.transition(
+            conn,
+            run.id,
+            RunStatus.RUNNING,
+            from_=(RunStatus.RUNNING,),
+            attempt=run.attempt,
+            stale_lease_s=30,
+            bump_takeovers=True,
+            lease_owner="node:2",
+        )
+    assert taken is not None
+    second = capture(pool, store, taken, owner="node:2")
+    for raw in output:  # the engine replays the container's log from the start
+        second.sink("stdout", raw)
+    second.close()
+    with pool.connection() as conn:
+        stored = [x.line for x in run_logs.all_lines(conn, run.id)]
+    expected = [raw.decode() for raw in output]
+    assert stored == expected
+    assert store.get(log_path(str(run.id), "stdout")).decode().splitlines() == expected
+    first.close()  # the old follower wakes up: its lease is gone, it stores nothing
+    assert first.revoked
+    with pool.connection() as conn:
+        assert [x.line for x in run_logs.all_lines(conn, run.id)] == expected

@@ -1,0 +1,58 @@
+"""Retention deletes old logs and results, keeps the run row, and says how much it removed."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from psycopg_pool import ConnectionPool
+
+from services.finalizer.housekeeping import purge_old_artefacts
+from shared.config import Settings
+from shared.db import run_logs
+from shared.db import runs as runs_db
+from shared.runtime import Runtime
+from shared.states import RunStatus
+from shared.storage import log_path
+
+
+def finished_run(pool: ConnectionPool, days_ago: int) -> uuid.UUID:
+    with pool.connection() as conn:
+        run = runs_db.create_run(
+            conn,
+            persona_id=uuid.uuid4(),
+            method_id="test.run",
+            adapter_image="img",
+            input={},
+            dry_run=False,
+        )
+        runs_db.transition(conn, run.id, RunStatus.PROVISIONING)
+        runs_db.transition(conn, run.id, RunStatus.ERROR, reason="x")
+        conn.execute(
+            "UPDATE sandbox_run SET finalized_at = now() - make_interval(days => %s) WHERE id = %s",
+            (days_ago, run.id),
+        )
+        run_logs.append(conn, run.id, 0, [run_logs.LogLine(1, "stdout", run.queued_at, "hi")])
+    return run.id
+
+
+def test_old_artefacts_go_and_recent_ones_stay(
+    pool: ConnectionPool, settings: Settings, tmp_path: object
+) -> None:
+    rt = Runtime(dataclasses.replace(settings, retention_days=30, blob_dir=tmp_path))  # type: ignore[arg-type]
+    old, recent = finished_run(pool, 40), finished_run(pool, 1)
+    for run_id in (old, recent):
+        rt.blobs.append(log_path(str(run_id), "stdout"), b"hi\n")
+        rt.blobs.put(f"{run_id}/result.json", b"{}", "application/json")
+    try:
+        removed = purge_old_artefacts(rt)
+    finally:
+        rt.close()
+    assert removed == {"runs": 1, "blobs": 2, "bytes": 5, "lines": 1}
+    assert rt.blobs.size(log_path(str(old), "stdout")) == 0
+    assert rt.blobs.size(log_path(str(recent), "stdout")) == 3
+    with pool.connection() as conn:
+        purged = runs_db.get_run(conn, old)
+        kept = runs_db.get_run(conn, recent)
+    assert purged is not None and purged.purged_at is not None and purged.status is RunStatus.ERROR
+    assert kept is not None and kept.purged_at is None
