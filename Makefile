@@ -59,7 +59,7 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 bench: up
-	$(PY) -m tests.bench.latency
+	$(PY) -m tests.bench.suite
 
 chaos: venv deps images
 	$(PY) -m tests.bench.chaos --runs $${CHAOS_RUNS:-200}

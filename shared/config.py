@@ -58,7 +58,7 @@ class Settings:
     run_grace_s: int = 60
     idempotency_ttl_s: int = 86400
     keep_ip_addresses: bool = True
-    dev_issuer: str = "sandbox-runner-dev"
+    dev_issuer: str = "http://127.0.0.1:8000"
     audience: str = "api://sandbox-runner"
     token_ttl_s: int = 3600
     log_format: str = "json"
@@ -91,6 +91,54 @@ class Settings:
     github_oidc_jwks_url: str | None = None
     github_oidc_rules_file: Path | None = None
     github_oidc_jwks_cooldown_s: float = 30.0
+    # Azure production path (issue 7). Backend per run: docker | aci | auto (ACI, falling back
+    # to Docker when ACI is unavailable or out of quota); rules "method-glob=backend" or
+    # "persona-uuid/method-glob=backend", comma-separated, override the global choice.
+    backend: str = "docker"
+    backend_rules: str = ""
+    azure_credential: str = "default"  # or "module:callable" returning a TokenCredential
+    azure_client_id: str | None = None  # the user-assigned managed identity's client id
+    azure_ca_bundle: Path | None = None  # a CA file for Azure endpoints (a local simulator)
+    aci_base_url: str = "https://management.azure.com"
+    aci_subscription_id: str | None = None
+    aci_resource_group: str | None = None
+    aci_location: str = "westeurope"
+    aci_identity_id: str | None = None  # resource id of the UAMI the groups run as
+    aci_registry_server: str | None = None  # ACR login server pulled with that identity
+    aci_subnet_id: str | None = None  # optional VNet subnet; never a public IP either way
+    aci_poll_interval_s: float = 5.0
+    aci_poll_max_interval_s: float = 15.0
+    aci_start_timeout_s: int = 900
+    aci_retry_total: int = 3
+    event_sink: str = "log"  # log | eventhub | servicebus
+    eventhub_namespace: str | None = None
+    eventhub_name: str | None = None
+    servicebus_namespace: str | None = None
+    servicebus_topic: str | None = None
+    keyvault_url: str | None = None
+    keyvault_cache_ttl_s: int = 900
+    # Identity, roles and API hardening (issue 6). The dev issuer is this api itself: it serves
+    # its discovery document and JWKS under this URL's path; turn it off where Entra ID is used.
+    dev_issuer_enabled: bool = True
+    entra_tenant_id: str | None = None
+    entra_authority: str | None = None
+    entra_client_id: str | None = None
+    entra_app_id_uri: str | None = None
+    jwks_cache_s: int = 3600
+    jwks_cooldown_s: float = 30.0
+    token_leeway_s: int = 60
+    role_map: str = "Runs.Submit=submit,Runs.Read=read,Runs.Cancel=cancel,Runs.Admin=admin"
+    policy_cache_ttl_s: float = 10.0
+    rate_limit_per_minute: int = 600
+    rate_limit_url: str | None = None
+    # Images, containers and egress (issue 6): see shared/image_policy.py and the README.
+    # image_registries None means the default allow-list: acr_login_server (if set), localhost:5000.
+    acr_login_server: str = ""
+    image_registries: str | None = None
+    image_require_digest: bool = False
+    image_require_signature: bool = False
+    image_signing_keys: str = ""
+    nofile_limit: int = 1024
 
     @property
     def blob_signing_key_path(self) -> Path:
@@ -172,6 +220,49 @@ _STR_FIELDS |= {
     "github_oidc_jwks_url",
 }
 
+# Images, containers and egress (issue 6).
+_INT_FIELDS |= {"nofile_limit"}
+_BOOL_FIELDS |= {"image_require_digest", "image_require_signature"}
+_STR_FIELDS |= {"acr_login_server", "image_registries", "image_signing_keys"}
+
+# Identity, roles and API hardening (issue 6).
+_INT_FIELDS |= {"jwks_cache_s", "token_leeway_s", "rate_limit_per_minute"}
+_FLOAT_FIELDS |= {"jwks_cooldown_s", "policy_cache_ttl_s"}
+_BOOL_FIELDS |= {"dev_issuer_enabled"}
+_STR_FIELDS |= {
+    "entra_tenant_id",
+    "entra_authority",
+    "entra_client_id",
+    "entra_app_id_uri",
+    "role_map",
+    "rate_limit_url",
+}
+
+
+# Azure production path (issue 7).
+_INT_FIELDS |= {"aci_start_timeout_s", "aci_retry_total", "keyvault_cache_ttl_s"}
+_FLOAT_FIELDS |= {"aci_poll_interval_s", "aci_poll_max_interval_s"}
+_PATH_FIELDS |= {"azure_ca_bundle"}
+_STR_FIELDS |= {
+    "backend",
+    "backend_rules",
+    "azure_credential",
+    "azure_client_id",
+    "aci_base_url",
+    "aci_subscription_id",
+    "aci_resource_group",
+    "aci_location",
+    "aci_identity_id",
+    "aci_registry_server",
+    "aci_subnet_id",
+    "event_sink",
+    "eventhub_namespace",
+    "eventhub_name",
+    "servicebus_namespace",
+    "servicebus_topic",
+    "keyvault_url",
+}
+
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from ``SANDBOX_*`` variables; raise ConfigError on a malformed value."""
@@ -209,4 +300,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("SANDBOX_BLOB_BACKEND must be local or azure")
     if values.get("log_format", "json") not in {"json", "text"}:
         raise ConfigError("SANDBOX_LOG_FORMAT must be json or text")
+    if values.get("backend", "docker") not in {"docker", "aci", "auto"}:
+        raise ConfigError("SANDBOX_BACKEND must be docker, aci or auto")
+    if values.get("event_sink", "log") not in {"log", "eventhub", "servicebus"}:
+        raise ConfigError("SANDBOX_EVENT_SINK must be log, eventhub or servicebus")
     return Settings(**values)  # type: ignore[arg-type]

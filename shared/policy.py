@@ -14,19 +14,25 @@ Overrides live in a TOML file (``SANDBOX_POLICY_FILE``)::
     memory_mb = 1024
 
 Precedence: defaults < method < persona+method < the request's own ``resources``. A value beyond a
-guardrail is refused (PolicyViolation naming the limit), never clamped.
+guardrail is refused (PolicyViolation naming the limit), never clamped. Rows of the database table
+``resource_policy`` (admin API, ``sandbox-runner policy``) override the file (``CachedPolicy``).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
+import threading
+import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from shared.errors import PolicyViolation
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,3 +155,98 @@ def load_policy(path: Path | None) -> Policy:
         for pattern, raw in entries:
             _apply(defaults, raw, f"policy for persona {persona}, method {pattern}")
     return policy
+
+
+# --- Database overrides (issue 6) -------------------------------------------------------------
+# Rows of ``resource_policy`` lie over the file: a row replaces the file's values of the same
+# scope key by key, a database method pattern is tried before a file one, and nothing may pass a
+# guardrail (each row is checked when it is written, and again when it is merged).
+
+Override = tuple[str | None, str | None, Mapping[str, Any]]  # (persona id, method, values)
+
+
+def merge(base: Policy, overrides: list[Override]) -> Policy:
+    """Return ``base`` (the file's policy) with database overrides laid over it."""
+    defaults = base.defaults
+    methods: dict[str, dict[str, Any]] = {}
+    personas: dict[str, dict[str, dict[str, Any]]] = {}
+    for persona, method, values in overrides:
+        if method is None:
+            defaults = _apply(defaults, values, "database policy defaults")
+        elif persona is None:
+            methods[method] = dict(values)
+        else:
+            personas.setdefault(persona, {})[method] = dict(values)
+    file_methods = dict(base.methods)
+    merged_methods = tuple((m, {**file_methods.get(m, {}), **v}) for m, v in methods.items())
+    merged_methods += tuple((m, v) for m, v in base.methods if m not in methods)
+    merged_personas = dict(base.personas or {})
+    for persona, entries in personas.items():
+        file_entries = dict(merged_personas.get(persona, ()))
+        merged = tuple((m, {**file_entries.get(m, {}), **v}) for m, v in entries.items())
+        merged += tuple((m, v) for m, v in file_entries.items() if m not in entries)
+        merged_personas[persona] = merged
+    return Policy(defaults=defaults, methods=merged_methods, personas=merged_personas)
+
+
+def check_override(values: Mapping[str, Any], where: str) -> None:
+    """Raise PolicyViolation (naming the limit) if an override passes a guardrail or minimum."""
+    unknown = set(values) - set(_KEYS)
+    if unknown:
+        raise PolicyViolation(f"{where}: unknown keys {sorted(unknown)}", sorted(unknown)[0])
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PolicyViolation(f"{where}: {key} must be a number", key)
+        top, low = getattr(GUARDRAILS, key), getattr(MINIMUMS, key)
+        if value > top:
+            raise PolicyViolation(f"{where}: {key} {value} exceeds the guardrail {top}", key)
+        if value < low:
+            raise PolicyViolation(f"{where}: {key} {value} is below the minimum {low}", key)
+
+
+class CachedPolicy:
+    """The policy in force: the file's, overridden by database rows re-read after ``ttl_s``.
+
+    ``resolve`` has the signature of ``Policy.resolve``. If the rows cannot be read, the last
+    rows read are used (and the error raised when there are none yet).
+    """
+
+    def __init__(
+        self,
+        base: Policy,
+        load: Callable[[], list[Override]],
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base = base
+        self._load = load
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._policy: Policy | None = None
+        self._read_at = 0.0
+
+    def current(self) -> Policy:
+        """Return the merged policy, re-reading the overrides when the cached ones are stale."""
+        with self._lock:
+            now = self._clock()
+            if self._policy is None or now - self._read_at >= self._ttl_s:
+                try:
+                    self._policy = merge(self.base, self._load())
+                except Exception:
+                    if self._policy is None:
+                        raise
+                    logger.warning("resource policy: keeping the cached overrides", exc_info=True)
+                self._read_at = now
+            return self._policy
+
+    def invalidate(self) -> None:
+        """Forget the cached overrides (this process changed them)."""
+        with self._lock:
+            self._policy = None
+
+    def resolve(
+        self, persona_id: str, method_id: str, requested: Mapping[str, Any] | None = None
+    ) -> Resources:
+        """Return one run's limits; raise PolicyViolation if the request passes a guardrail."""
+        return self.current().resolve(persona_id, method_id, requested)

@@ -13,11 +13,14 @@ class Queues:
     MAINTENANCE = "maintenance"
     # Outbound webhooks and commit statuses, apart so slow receivers never delay the relay.
     WEBHOOKS = "webhooks"
+    # Short polls of Azure container groups (issue 7), apart from long Docker executions so a
+    # busy execute queue never delays a poll past its heartbeat.
+    ACI = "aci"
 
     @classmethod
     def all(cls) -> list[str]:
         """Return every queue name."""
-        return [cls.PROVISION, cls.EXECUTE, cls.FINALIZE, cls.MAINTENANCE, cls.WEBHOOKS]
+        return [cls.PROVISION, cls.EXECUTE, cls.FINALIZE, cls.MAINTENANCE, cls.WEBHOOKS, cls.ACI]
 
 
 class TaskNames:
@@ -30,6 +33,7 @@ class TaskNames:
     RELAY_OUTBOX = "sandbox.relay_outbox"
     DELIVER_WEBHOOKS = "sandbox.deliver_webhooks"
     RETENTION = "sandbox.retention"
+    ACI_POLL = "sandbox.aci_poll"
 
 
 ROUTES: dict[str, str] = {
@@ -40,11 +44,12 @@ ROUTES: dict[str, str] = {
     TaskNames.RELAY_OUTBOX: Queues.MAINTENANCE,
     TaskNames.RETENTION: Queues.MAINTENANCE,
     TaskNames.DELIVER_WEBHOOKS: Queues.WEBHOOKS,
+    TaskNames.ACI_POLL: Queues.ACI,
 }
 
 # Which service consumes which queues (the worker command lines use this too).
 SERVICE_QUEUES: dict[str, list[str]] = {
     "provisioner": [Queues.PROVISION],
-    "executor": [Queues.EXECUTE],
+    "executor": [Queues.EXECUTE, Queues.ACI],
     "finalizer": [Queues.FINALIZE, Queues.MAINTENANCE, Queues.WEBHOOKS],
 }

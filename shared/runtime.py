@@ -11,15 +11,19 @@ import redis
 from shared import logstream
 from shared.config import Settings
 from shared.db import make_pool
-from shared.policy import Policy, load_policy
+from shared.policy import CachedPolicy, load_policy
 from shared.redaction import Redactor
 from shared.storage import BlobStore
 from shared.storage.factory import open_blob_store
 
 if TYPE_CHECKING:
     import docker
+    from azure.mgmt.containerinstance import ContainerInstanceManagementClient
     from celery import Celery
     from psycopg_pool import ConnectionPool
+
+    from shared.backends.aci import AciConfig
+    from shared.events_sinks import EventSink
 
 
 class Runtime:
@@ -31,6 +35,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self._docker: docker.DockerClient | None = None
+        self._aci: ContainerInstanceManagementClient | None = None
 
     @property
     def pool(self) -> ConnectionPool:
@@ -52,9 +57,16 @@ class Runtime:
             return self._docker
 
     @cached_property
-    def policy(self) -> Policy:
-        """Return the resource policy (validated when first read)."""
-        return load_policy(self.settings.policy_file)
+    def policy(self) -> CachedPolicy:
+        """Return the resource policy: the file's (validated when first read) under the
+        database's overrides (re-read every ``policy_cache_ttl_s``)."""
+        from shared.db import policies as policies_db
+
+        return CachedPolicy(
+            load_policy(self.settings.policy_file),
+            lambda: policies_db.load_overrides(self.pool),
+            self.settings.policy_cache_ttl_s,
+        )
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -70,6 +82,29 @@ class Runtime:
         """Announce a stored batch of a run's log lines to its followers."""
         self.pubsub.publish(logstream.channel(run_id), message)
 
+    def aci(self) -> ContainerInstanceManagementClient:
+        """Return the ARM client for container groups, created on first use (issue 7)."""
+        from shared.backends import aci as aci_backend
+
+        with self._lock:
+            if self._aci is None:
+                self._aci = aci_backend.connect(self.settings)
+            return self._aci
+
+    @cached_property
+    def aci_config(self) -> AciConfig | None:
+        """Return where container groups go, or None when ACI is not configured."""
+        from shared.backends.aci import AciConfig
+
+        return AciConfig.from_settings(self.settings)
+
+    @cached_property
+    def event_sink(self) -> EventSink:
+        """Return where the relay publishes run events (the structured log by default)."""
+        from shared.events_sinks import open_event_sink
+
+        return open_event_sink(self.settings)
+
     def redactor(self, secrets: tuple[str, ...] = ()) -> Redactor:
         """Return a fresh redactor (its counters belong to one run)."""
         return Redactor(secrets=secrets, keep_ip_addresses=self.settings.keep_ip_addresses)
@@ -79,7 +114,9 @@ class Runtime:
         self._lock = threading.Lock()
         self._pool = None
         self._docker = None
+        self._aci = None
         self.__dict__.pop("pubsub", None)
+        self.__dict__.pop("event_sink", None)
 
     def close(self) -> None:
         """Close what this process opened."""

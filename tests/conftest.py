@@ -54,6 +54,8 @@ def settings_env(database_url: str, broker_url: str, state_dir: Path) -> dict[st
         "SANDBOX_POLICY_FILE": str(TEST_POLICY),
         "SANDBOX_LOG_FORMAT": "json",
         "SANDBOX_FLEET_NAME": f"test-{database_url.rsplit('/', 1)[1]}",
+        # The suite submits and polls quickly from one caller; the limit has its own tests.
+        "SANDBOX_RATE_LIMIT_PER_MINUTE": "0",
     }
 
 
@@ -98,10 +100,20 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         port = sock.getsockname()[1]
     workdir = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen(
-        [str(AZURITE_BIN), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-         "--location", str(workdir), "--skipApiVersionCheck",
-         "--disableTelemetry", "--silent"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(AZURITE_BIN),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(workdir),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--silent",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while True:

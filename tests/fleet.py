@@ -120,7 +120,7 @@ def service_command(name: str, port: int, logs: Path, concurrency: int = 2) -> l
         ]
     queues = {
         "provisioner": "provision",
-        "executor": "execute",
+        "executor": "execute,aci",
         "finalizer": "finalize,maintenance,webhooks",
     }[name]
     return [

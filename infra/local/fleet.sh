@@ -18,7 +18,7 @@ services() {
     cat <<CMDS
 api|$M/api $VENV/gunicorn -c services/api/gunicorn.conf.py -b ${SANDBOX_API_BIND:-127.0.0.1:8000} services.api.wsgi:app
 provisioner|$M/provisioner $VENV/celery -A services.provisioner.worker worker -Q provision -n provisioner@%h -c 2 --loglevel INFO
-executor|$M/executor $VENV/celery -A services.executor.worker worker -Q execute -n executor@%h -c ${SANDBOX_EXECUTOR_CONCURRENCY:-4} --loglevel INFO
+executor|$M/executor $VENV/celery -A services.executor.worker worker -Q execute,aci -n executor@%h -c ${SANDBOX_EXECUTOR_CONCURRENCY:-4} --loglevel INFO
 finalizer|$M/finalizer $VENV/celery -A services.finalizer.worker worker -Q finalize,maintenance,webhooks -n finalizer@%h -c 2 --loglevel INFO
 beat|$M/beat $VENV/celery -A services.finalizer.worker beat --schedule $RUN/celerybeat-schedule --loglevel INFO
 flower|env FLOWER_BASIC_AUTH=\$(cat $FLOWER_AUTH) $VENV/celery -A services.finalizer.worker flower --address=127.0.0.1 --port=${SANDBOX_FLOWER_PORT:-5555} --persistent=True --db=$RUN/flower.db --state_save_interval=60000 --max_tasks=10000 --purge_offline_workers=3600

@@ -23,10 +23,17 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+# Image policy tests (tests/security) start their own registry on a free loopback port.
+[[ -x /usr/bin/docker-registry ]] || need+=(docker-registry)
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+    # The package's own service would listen on :5000 (localhost:5000 is the dev image prefix);
+    # tests start private registries instead.
+    if [[ " ${need[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+        $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    fi
 fi
 
 # PostgreSQL: start the cluster if nothing listens on 5432.

@@ -13,6 +13,8 @@ from services.api import deliveries as api_deliveries
 from services.api import downloads, errors, health, logs, run_list, runs  # noqa: F401
 from services.api import github_webhooks as api_github
 from services.api import metrics as api_metrics
+from services.api import policies as api_policies
+from services.api import security as api_security
 from shared.auth import TokenVerifier
 from shared.celery_app import make_celery
 from shared.config import Settings, load_settings
@@ -49,8 +51,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(runs.blp)
     api.register_blueprint(api_deliveries.blp)  # issue 9: webhooks and commit statuses
     api.register_blueprint(api_github.blp)
+    api.register_blueprint(api_policies.blp)  # issue 6: resource policy admin
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    )
+    api.spec.options["security"] = [{"bearerAuth": []}]
     app.register_blueprint(health.blp)
     app.register_blueprint(downloads.blobs)  # signed links: no bearer token
     errors.register_error_handlers(app)
+    api_security.init_app(app, settings)  # 415, security headers, rate limit, dev issuer JWKS
     api_metrics.init_app(app, runtime)  # /metrics, request metrics, log context
     return app

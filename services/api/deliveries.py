@@ -62,6 +62,7 @@ def delivery_json(d: deliveries.Delivery, attempts: list[dict[str, Any]]) -> dic
 
 @blp.route("/<run_id>/deliveries", methods=["GET"])
 @blp.response(200)
+@blp.alt_response(404, description="No run with this id")
 def list_deliveries(run_id: str) -> Any:
     """List the run's deliveries in order, each with its attempts."""
     rid = parse_id(run_id)
@@ -78,6 +79,7 @@ def list_deliveries(run_id: str) -> Any:
 
 @blp.route("/<run_id>/deliveries/<delivery_id>/redeliver", methods=["POST"])
 @blp.response(202)
+@blp.alt_response(404, description="No such run or delivery")
 def redeliver(run_id: str, delivery_id: str) -> Any:
     """Send a delivery's body to its target again, as a new delivery with a new id."""
     rid = parse_id(run_id)

@@ -23,6 +23,7 @@ blobs = Blueprint("blobs", __name__, url_prefix="/api/sandbox/blobs")
 
 @blp.route("/<run_id>/logs/<stream>/download", methods=["GET"])
 @blp.response(302)
+@blp.alt_response(404, description="No such run, stream or log")
 def download(run_id: str, stream: str) -> Any:
     """Redirect to a read-only link to the stream's full redacted log; it expires."""
     if stream not in STREAMS:

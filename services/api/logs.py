@@ -40,6 +40,7 @@ _MAX_FOLLOW_S = 3600.0
 @blp.route("/<run_id>/logs", methods=["GET"])
 @blp.arguments(LogsQuerySchema, location="query")
 @blp.response(200)
+@blp.alt_response(404, description="No run with this id")
 def get_logs(query: dict[str, Any], run_id: str) -> Any:
     """Return the run's redacted stdout/stderr lines: a page, an NDJSON or an SSE stream."""
     rid = parse_id(run_id)

@@ -50,6 +50,9 @@ class _KeyTaken(Exception):
 @blp.route("", methods=["POST"])
 @blp.arguments(RunRequestSchema)
 @blp.response(202)
+@blp.alt_response(409, description="Idempotency-Key reused with another body")
+@blp.alt_response(413, description="input over SANDBOX_MAX_INPUT_BYTES")
+@blp.alt_response(415, description="Content-Type is not application/json")
 def submit(body: dict[str, Any]) -> Any:
     """Accept a run: persist it, its audit event and its dispatch in one transaction.
 
@@ -123,6 +126,8 @@ def _accepted(run: runs_db.Run, *, replayed: bool) -> Any:
 
 @blp.route("/<run_id>/cancel", methods=["POST"])
 @blp.response(200)
+@blp.alt_response(404, description="No run with this id")
+@blp.alt_response(409, description="The run already ended otherwise")
 def cancel(run_id: str) -> Any:
     """Cancel a run: it ends ``cancelled`` and its container is stopped. Idempotent."""
     rid = parse_id(run_id)
@@ -150,6 +155,7 @@ def cancel(run_id: str) -> Any:
 
 @blp.route("/<run_id>", methods=["GET"])
 @blp.response(200)
+@blp.alt_response(404, description="No run with this id")
 def get_run(run_id: str) -> Any:
     """Return a run's status, result, limits and timestamps."""
     rid = parse_id(run_id)
@@ -162,20 +168,7 @@ def get_run(run_id: str) -> Any:
 
 @blp.before_request
 def authenticate() -> Any:
-    """Refuse requests without a valid bearer token (401, JSON)."""
-    from shared.auth import AuthError, PermissionDenied
+    """Refuse requests without a valid bearer token (401), too many (429) or not allowed (403)."""
+    from services.api.security import authenticate as check
 
-    verifier = current_app.extensions["sandbox_verifier"]
-    try:
-        g.claims = verifier.verify(request.headers.get("Authorization"))
-    except AuthError as exc:
-        from flask import jsonify
-
-        from services.api.errors import error_body
-
-        if isinstance(exc, PermissionDenied):  # a valid token no rule allows (GitHub OIDC)
-            return jsonify(error_body(403, str(exc))), 403
-        response = jsonify(error_body(401, str(exc)))
-        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        return response, 401
-    return None
+    return check()

@@ -76,6 +76,23 @@ class GitHubSchema(Schema):
     targetUrl = fields.Url(schemes={"https", "http"}, validate=validate.Length(max=2048))
 
 
+def _storable(value: object) -> bool:
+    """Return whether every string in ``value`` (keys too) can be stored by Postgres."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_storable(v) for v in value)
+    return True
+
+
 class RunRequestSchema(Schema):
     """The seed payload of ``POST /api/sandbox/runs``."""
 
@@ -102,6 +119,14 @@ class RunRequestSchema(Schema):
     resources = fields.Nested(ResourcesSchema)
     callback = fields.Nested(CallbackSchema)
     github = fields.Nested(GitHubSchema)
+
+    @validates_schema
+    def _storable_text(self, data: dict[str, object], **_: object) -> None:
+        # Postgres text and jsonb cannot hold NUL characters or unpaired surrogates (found by
+        # schemathesis: they were a 500); refuse them naming the field.
+        for name, value in data.items():
+            if not _storable(value):
+                raise ValidationError("must not contain NUL characters or lone surrogates", name)
 
 
 class LogsQuerySchema(Schema):

@@ -7,6 +7,7 @@ import os
 import uuid
 from typing import Any
 
+from services.executor import aci_execute
 from services.executor.log_capture import LogCapture
 from shared import dispatch, faults
 from shared.backends import docker as docker_backend
@@ -39,10 +40,18 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     if run is None:
         return None
     faults.crash_point(rt.settings, "execute.claimed")
+    if run.backend == "aci":
+        # Azure Container Instances: create the group, then a poll task follows it (issue 7).
+        return aci_execute.start(rt, run, owner)
     log = {"runId": str(run_id), "attempt": run.attempt}
     client = rt.docker()
     try:
-        container = docker_backend.find_container(client, str(run_id), run.attempt)
+        # A run claimed from ready (no takeover yet) has a brand-new attempt number that no
+        # container can carry: skip the look-ups a takeover needs.
+        fresh = run.takeovers == 0
+        container = (
+            None if fresh else docker_backend.find_container(client, str(run_id), run.attempt)
+        )
         if container is None and run.raw_lines != {"stdout": 0, "stderr": 0}:
             # The attempt printed before its container vanished: its output cannot be
             # completed, so this becomes a new attempt from a clean slate.
@@ -50,7 +59,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             if run is None:
                 return None
         if container is None:
-            container = docker_backend.start(client, _spec(rt, run))
+            container = docker_backend.start(client, _spec(rt, run), first_attempt=fresh)
             faults.crash_point(rt.settings, "execute.after_start")
         else:
             logger.info("re-attaching to the attempt's container", extra=log)
@@ -236,6 +245,7 @@ def _spec(rt: Runtime, run: runs_db.Run) -> docker_backend.ContainerSpec:
         pids_limit=rt.settings.pids_limit,
         tmpfs_size_mb=rt.settings.tmpfs_size_mb,
         fleet=rt.settings.fleet_name,
+        nofile_limit=rt.settings.nofile_limit,
     )
 
 

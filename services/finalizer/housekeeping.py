@@ -46,6 +46,7 @@ def reconcile(rt: Runtime) -> dict[str, int] | None:
         counts["idempotencyKeysPurged"] = idempotency.purge_expired(conn)
     dispatch.flush(rt.celery, rt.pool, dispatch_ids)
     counts["orphansRemoved"] = _remove_orphans(rt)
+    counts["aciOrphansRemoved"] = _remove_aci_orphans(rt)
     done = {k: v for k, v in counts.items() if v}
     if done:
         logger.info("reconciler acted", extra={"counts": done})
@@ -112,6 +113,32 @@ def _remove_orphans(rt: Runtime) -> int:
     return removed
 
 
+def _remove_aci_orphans(rt: Runtime) -> int:
+    """Delete this fleet's container groups whose run is over, unknown or on another attempt."""
+    if rt.aci_config is None:
+        return 0
+    from shared.backends import aci
+
+    try:
+        client = rt.aci()
+        found = aci.list_fleet_groups(client, rt.aci_config)
+        if not found:
+            return 0
+        ids = [uuid.UUID(run_id) for run_id, _, _ in found if _is_uuid(run_id)]
+        with rt.pool.connection() as conn:
+            live = runs_db.live_attempts(conn, ids)
+        removed = 0
+        for run_id, attempt, name in found:
+            if _is_uuid(run_id) and live.get(uuid.UUID(run_id)) == attempt:
+                continue
+            aci.delete(client, rt.aci_config, name)
+            removed += 1
+        return removed
+    except BackendError as exc:
+        logger.warning("cannot sweep container groups (%s); next sweep", exc)
+        return 0
+
+
 def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -132,6 +159,10 @@ def relay_outbox(rt: Runtime, limit: int = 200, older_than_s: float = 1.0) -> in
     with rt.pool.connection() as conn:
         batch = outbox.claim_batch(conn, limit, older_than_s)
         sent = []
+        # Events go to the configured sink first (log, Event Hubs or Service Bus, issue 7); an
+        # event it did not take, and everything after it, waits for the next sweep.
+        events = [row for row in batch if row["kind"] != dispatch.DISPATCH]
+        published = {row["id"] for row in events[: rt.event_sink.publish(events)]}
         for row in batch:
             if row["kind"] == dispatch.DISPATCH:
                 try:
@@ -140,18 +171,11 @@ def relay_outbox(rt: Runtime, limit: int = 200, older_than_s: float = 1.0) -> in
                     logger.warning("broker still unavailable; dispatches wait", exc_info=False)
                     break
             else:
+                if row["id"] not in published:
+                    break
                 if row["kind"] == STATE_CHANGED:
                     # Same transaction: a delivery exists exactly when the event is marked sent.
                     webhooks.schedule_for_event(rt, conn, row)
-                logger.info(
-                    "event %s",
-                    row["kind"],
-                    extra={
-                        "eventId": str(row["event_id"]),
-                        "runId": str(row["run_id"]),
-                        "event": row["payload"],
-                    },
-                )
             sent.append(row["id"])
         outbox.mark_sent(conn, sent)
     return len(sent)

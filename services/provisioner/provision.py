@@ -6,7 +6,8 @@ import logging
 import uuid
 from typing import Any
 
-from shared import dispatch, faults
+from shared import dispatch, faults, image_policy
+from shared.backends import choice as backend_choice
 from shared.backends import docker as docker_backend
 from shared.db import runs as runs_db
 from shared.errors import ImageNotFound, PolicyViolation
@@ -34,15 +35,19 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     except PolicyViolation as exc:
         return _fail(rt, run_id, f"policy_violation: {exc}")
     try:
-        image = docker_backend.resolve_image(
-            rt.docker(), run.adapter_image, rt.settings.pull_timeout_s
-        )
+        # Registry allow-list, tag -> digest, signature: what runs is the checked digest.
+        decision = image_policy.check(rt.settings, run.adapter_image)
+    except image_policy.ImagePolicyError as exc:
+        return _fail(rt, run_id, f"image_policy: {exc}")
+    try:
+        image = docker_backend.resolve_image(rt.docker(), decision.ref, rt.settings.pull_timeout_s)
     except ImageNotFound as exc:
         return _fail(rt, run_id, f"image_not_found: {exc}")
     plan = {
         "image": run.adapter_image,
         "imageDigest": image.digest,
         "imageId": image.image_id,
+        "imagePolicy": decision.to_json(),
         "resources": resources.to_json(),
         "backend": BACKEND,
         "network": "none",
@@ -54,6 +59,7 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         "image_digest": image.digest,
         "plan": plan,
     }
+    values.update(backend_choice.decide(rt, run, plan))  # docker | aci | auto (issue 7)
     with rt.pool.connection() as conn:
         if run.dry_run:
             moved = runs_db.transition(
@@ -87,8 +93,12 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
 def _requested(run: runs_db.Run) -> dict[str, Any] | None:
     if not run.requested_resources:
         return None
-    names = {"cpu": "cpu", "memoryMb": "memory_mb", "timeoutS": "timeout_s",
-             "logCapMb": "log_cap_mb"}
+    names = {
+        "cpu": "cpu",
+        "memoryMb": "memory_mb",
+        "timeoutS": "timeout_s",
+        "logCapMb": "log_cap_mb",
+    }
     return {names[k]: v for k, v in run.requested_resources.items() if k in names}
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import LogConfig, Mount
+from docker.types import LogConfig, Mount, Ulimit
 
 from shared.errors import BackendError, BackendUnavailable, ImageNotFound
 from shared.policy import Resources
@@ -37,6 +37,7 @@ LABEL_RUN = "sandbox-runner.run-id"
 LABEL_FLEET = "sandbox-runner.fleet"
 LABEL_ATTEMPT = "sandbox-runner.attempt"
 SANDBOX_USER = "65534:65534"
+OUTPUT_DIR = "/sandbox/out"
 
 # Receives (stream, lines): a batch of raw lines without their newlines, in order.
 LineSink = Callable[[str, list[bytes]], None]
@@ -64,6 +65,7 @@ class ContainerSpec:
     pids_limit: int = 256
     tmpfs_size_mb: int = 64
     fleet: str = "sandbox-runner"
+    nofile_limit: int = 1024
 
 
 @dataclass(slots=True)
@@ -120,8 +122,22 @@ def resolve_image(client: docker.DockerClient, ref: str, pull_timeout_s: int = 1
             raise _translate(exc, f"pulling {ref}") from exc
     except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
         raise _translate(exc, f"looking up {ref}") from exc
+    return ImageInfo(image_id=image.id, digest=_repo_digest(ref, image), pulled=pulled)
+
+
+def _repo_digest(ref: str, image: Any) -> str:
+    """The registry digest to record: the reference itself when pinned, else the repo's own."""
     digests = image.attrs.get("RepoDigests") or []
-    return ImageInfo(image_id=image.id, digest=digests[0] if digests else image.id, pulled=pulled)
+    if "@sha256:" in ref and ref in digests:
+        return ref
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name.rsplit(":", 1)[0]
+    for digest in digests:
+        if digest.split("@", 1)[0] == name:
+            return digest
+    return digests[0] if digests else image.id
 
 
 class _LineSplitter:
@@ -189,7 +205,7 @@ def find_container(client: docker.DockerClient, run_id: str, attempt: int) -> An
         raise _translate(exc, f"looking for the container of {run_id}") from exc
 
 
-def start(client: docker.DockerClient, spec: ContainerSpec) -> Any:
+def start(client: docker.DockerClient, spec: ContainerSpec, first_attempt: bool = False) -> Any:
     """Create and start the attempt's container (removing earlier attempts' leftovers).
 
     If the attempt's container already exists (a redelivered task raced us) it is returned as is:
@@ -197,7 +213,8 @@ def start(client: docker.DockerClient, spec: ContainerSpec) -> Any:
     """
     workdir = _input_dir(spec.run_id, spec.attempt)
     try:
-        _remove_other_attempts(client, spec.run_id, spec.attempt)
+        if not first_attempt:  # a first attempt has no predecessor to clean up after
+            _remove_other_attempts(client, spec.run_id, spec.attempt)
         workdir.mkdir(mode=0o755, parents=True, exist_ok=True)
         # The container user is not root: the input must be world-readable, and only that.
         workdir.chmod(0o755)
@@ -352,7 +369,13 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> 
         mounts=[Mount(INPUT_DIR, str(workdir), type="bind", read_only=True)],
         user=SANDBOX_USER,
         read_only=True,
-        tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmpfs_size_mb}m"},
+        # Writable places are size-limited tmpfs only (RAM, charged to the memory limit): /tmp
+        # and the output dir; the root filesystem is read-only, the input a read-only bind.
+        tmpfs={
+            "/tmp": f"rw,noexec,nosuid,nodev,size={spec.tmpfs_size_mb}m",
+            OUTPUT_DIR: f"rw,noexec,nosuid,nodev,size={spec.tmpfs_size_mb}m,uid=65534,gid=65534,"
+            "mode=0700",
+        },
         network_mode="none",
         nano_cpus=int(res.cpu * 1e9),
         mem_limit=f"{res.memory_mb}m",
@@ -360,7 +383,12 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> 
         memswap_limit=f"{res.memory_mb}m",
         pids_limit=spec.pids_limit,
         cap_drop=["ALL"],
+        # The engine's default seccomp profile applies because none is named (never
+        # "seccomp=unconfined"); no-new-privileges makes setuid binaries useless.
         security_opt=["no-new-privileges"],
+        ulimits=[Ulimit(name="nofile", soft=spec.nofile_limit, hard=spec.nofile_limit)],
+        privileged=False,
+        ipc_mode="private",
         stdin_open=False,
         tty=False,
         detach=True,
@@ -379,6 +407,9 @@ def _limits_of(container: Any) -> dict[str, Any]:
         "pidsLimit": host.get("PidsLimit"),
         "networkMode": host.get("NetworkMode"),
         "readOnlyRootfs": host.get("ReadonlyRootfs"),
+        "capDrop": host.get("CapDrop"),
+        "securityOpt": host.get("SecurityOpt"),
+        "ulimits": host.get("Ulimits"),
     }
 
 

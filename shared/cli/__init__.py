@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from shared.auth import issue_token
+from shared.auth import ALL_ROLES, issue_token
 from shared.config import load_settings
 from shared.db.migrate import ensure_database, migrate
 
@@ -21,9 +21,16 @@ def main() -> None:
 @main.command()
 @click.option("--ttl", type=int, default=None, help="Lifetime in seconds (default: the setting).")
 @click.option("--subject", default="local-developer", show_default=True)
-def token(ttl: int | None, subject: str) -> None:
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(ALL_ROLES),
+    help="App role to grant (repeat); default: all of them.",
+)
+def token(ttl: int | None, subject: str, roles: tuple[str, ...]) -> None:
     """Print a bearer token the local API accepts (local dev issuer)."""
-    click.echo(issue_token(load_settings(), subject=subject, ttl_s=ttl))
+    click.echo(issue_token(load_settings(), subject=subject, roles=roles or ALL_ROLES, ttl_s=ttl))
 
 
 @main.command("migrate")
@@ -39,7 +46,8 @@ def migrate_cmd() -> None:
 
 
 # Operator commands; submit, follow and wait (CI-friendly). Each registers on ``main``.
-from shared.cli import ops, submit  # noqa: E402,F401
+# Resource policy rows (issue 6).
+from shared.cli import ops, policy, submit  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -78,8 +78,9 @@ class Postgres:
 
     def restart(self) -> None:
         # stop + start rather than `pg_ctl restart`, which would not reattach the log file.
-        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast",
-                          "stop")
+        self._as_postgres(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop"
+        )
         self.start()
 
     def stop(self) -> None:

@@ -7,12 +7,10 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from flask import Flask
 from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 
@@ -21,23 +19,6 @@ from shared.auth import issue_token
 from shared.config import Settings
 from shared.db import outbox
 from tests.builders import run_request
-
-
-@pytest.fixture
-def app(settings: Settings, pool: ConnectionPool) -> Iterator[Flask]:
-    app = create_app(settings)
-    yield app
-    app.extensions["sandbox_runtime"].close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def auth(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings)}"}
 
 
 def count_runs(pool: ConnectionPool) -> int:

@@ -5,43 +5,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 import redis
 from click.testing import CliRunner
-from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import ConnectionPool
 
-from services.api.app import create_app
 from shared import metrics
-from shared.auth import issue_token
 from shared.cli import main
 from shared.config import Settings
 from shared.db import runs as runs_db
 from shared.states import RunStatus
 from tests.builders import PERSONA
-
-
-@pytest.fixture
-def app(settings: Settings, pool: ConnectionPool) -> Iterator[Flask]:
-    app = create_app(settings)
-    yield app
-    app.extensions["sandbox_runtime"].close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def auth(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings)}"}
 
 
 def make_runs(pool: ConnectionPool, n: int, method: str = "test.run", **kw: Any) -> list[uuid.UUID]:

@@ -1,7 +1,9 @@
 """Test adapter: misbehaves on request so the runner's limits and parsing can be exercised.
 
 Serves ``test.run`` and every other ``test.*`` method id. The input's ``action`` selects the
-behaviour: echo, exit, sleep, oom, spam, pii, bad_evaluation, no_evaluation, env.
+behaviour: echo, exit, sleep, oom, spam, pii, bad_evaluation, no_evaluation, env; and hostile
+ones that try to escape and report what they got: probe, fork_bomb, cpu_spin, fill_tmp,
+write_root, become_root, read_host, docker_socket, connect, dns, print_forever.
 """
 
 from __future__ import annotations
@@ -110,6 +112,62 @@ def action_pii(data: dict) -> dict:
     return {"contact": "jane.doe@example.com", "card": "4111 1111 1111 1111", "ok": True}
 
 
+# Fake secrets and PII in the formats the redactor knows (public test fixtures or made up). The
+# end-to-end redaction test checks that none of the SECRET parts survive anywhere.
+CATALOGUE: list[tuple[str, str]] = [
+    ("email", "contact maria.gonzalez@example.org for access"),
+    ("phone", "call +44 20 7946 0958 after six"),
+    ("card", "card on file 5555 5555 5555 4444"),
+    ("iban", "pay to GB82 WEST 1234 5698 7654 32"),
+    ("ssn", "applicant ssn 219-09-9999"),
+    ("aws_access_key_id", "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"),
+    ("aws_secret_access_key", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    ("github_token", "GITHUB_TOKEN=ghp_1A2b3C4d5E6f7G8h9I0j1K2l3M4n5O6p7Q8r"),
+    ("slack_token", "slack xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"),
+    ("stripe_key", "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("google_api_key", "maps key AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"),
+    (
+        "jwt",
+        "session eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    ),
+    ("bearer", "Authorization: Bearer 0b79bab50daca910b000d4f1a2b675d604257e42"),
+    ("url_password", "postgres://app:Tr0ub4dor&3@db.internal:5432/app"),
+    ("secret_assignment", "DB_PASSWORD=correct-horse-battery-staple"),
+    (
+        "azure_storage_key",
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey="
+        "c2VjcmV0a2V5c2VjcmV0a2V5c2VjcmV0a2V5c2VjcmV0a2V5c2VjcmV0a2V5MTIzNA==;"
+        "EndpointSuffix=core.windows.net",
+    ),
+]
+PEM_KEY = (
+    "-----BEGIN RSA PRIVATE KEY-----\n"
+    "MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+    "KUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQJAIJLixBy2qpFoS4DSmoEm\n"
+    "-----END RSA PRIVATE KEY-----"
+)
+RUNTIME_MASK = "per-run-value-7f3a9c"
+
+
+def action_catalogue(data: dict) -> dict:
+    for _, line in CATALOGUE:
+        print(line, flush=True)
+    print(PEM_KEY, flush=True)
+    # A secret split across two writes (the reader sees two chunks).
+    sys.stdout.write("late token ghp_ZYXWVUTSRQPONMLKJ")
+    sys.stdout.flush()
+    time.sleep(0.2)
+    sys.stdout.write("IHGFEDCBA0987654321\n")
+    sys.stdout.flush()
+    for _, line in CATALOGUE[:6]:
+        _log("error: " + line)
+    print(f"::add-mask::{RUNTIME_MASK}", flush=True)
+    print(f"derived value {RUNTIME_MASK} computed", flush=True)
+    _log(f"stderr also mentions {RUNTIME_MASK}")
+    return {"found": [line for _, line in CATALOGUE[:8]], "mask": RUNTIME_MASK}
+
+
 def action_bad_evaluation(data: dict) -> dict:
     print(adapter_sdk.EVALUATION_MARKER + "{not json", flush=True)
     sys.exit(0)
@@ -180,6 +238,224 @@ def action_env(data: dict) -> dict:
     }
 
 
+# Hostile actions (issue 6): each tries to break out and reports what it got, so a test can
+# assert the sandbox held. None of them reaches beyond 127.0.0.1 inside the container.
+
+
+def _status_fields() -> dict[str, str]:
+    fields = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in {
+                    "CapInh",
+                    "CapPrm",
+                    "CapEff",
+                    "CapBnd",
+                    "CapAmb",
+                    "NoNewPrivs",
+                    "Seccomp",
+                    "Uid",
+                    "Gid",
+                }:
+                    fields[key] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def action_probe(data: dict) -> dict:
+    try:
+        mounts = open("/proc/self/mounts").read().splitlines()
+    except OSError:
+        mounts = []
+    try:
+        import resource
+
+        nofile = list(resource.getrlimit(resource.RLIMIT_NOFILE))
+    except (ImportError, OSError):
+        nofile = []
+    return {
+        "uid": os.getuid(),
+        "euid": os.geteuid(),
+        "gid": os.getgid(),
+        "status": _status_fields(),
+        "nofile": nofile,
+        "mounts": [" ".join(m.split()[:4]) for m in mounts],
+        "variant": os.environ.get("SANDBOX_TEST_VARIANT"),
+        "outWritable": _can_write("/sandbox/out"),
+        "tmpWritable": _can_write("/tmp"),
+        "interfaces": _interfaces(),
+    }
+
+
+def action_fork_bomb(data: dict) -> dict:
+    children: list[int] = []
+    error = None
+    limit = int(_number(data, "max", 5000, minimum=1))
+    try:
+        while len(children) < limit:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+    except OSError as exc:
+        error = exc.__class__.__name__
+    for pid in children:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+    return {"forked": len(children), "error": error}
+
+
+def action_cpu_spin(data: dict) -> dict:
+    print("spinning", flush=True)
+    while True:
+        pass
+
+
+def action_fill_tmp(data: dict) -> dict:
+    path = data.get("path", "/tmp")
+    if path not in ("/tmp", "/sandbox/out"):
+        raise BadInput("'path' must be /tmp or /sandbox/out")
+    written, error = 0, None
+    block = b"x" * (1024 * 1024)
+    try:
+        with open(os.path.join(path, "fill"), "wb") as f:
+            while written < 1024 * 1024 * 1024:
+                f.write(block)
+                f.flush()
+                written += len(block)
+    except OSError as exc:
+        error = exc.__class__.__name__ + ":" + str(exc.errno)
+    return {"writtenBytes": written, "error": error}
+
+
+def action_write_root(data: dict) -> dict:
+    results = {}
+    for path in ("/x", "/etc/passwd", "/opt/adapter/test_adapter.py", "/sandbox/input/x"):
+        try:
+            with open(path, "a") as f:
+                f.write("pwned\n")
+            results[path] = "written"
+        except OSError as exc:
+            results[path] = exc.__class__.__name__
+    return {"results": results}
+
+
+def action_become_root(data: dict) -> dict:
+    import subprocess
+
+    attempts: dict[str, str] = {}
+    for name, fn in (
+        ("setuid", lambda: os.setuid(0)),
+        ("setgid", lambda: os.setgid(0)),
+        ("chroot", lambda: os.chroot("/tmp")),
+    ):
+        try:
+            fn()
+            attempts[name] = "succeeded"
+        except OSError as exc:
+            attempts[name] = exc.__class__.__name__
+    setuid_binaries = []
+    for directory in ("/bin", "/usr/bin", "/sbin", "/usr/sbin"):
+        try:
+            for entry in os.scandir(directory):
+                try:
+                    if entry.is_file() and entry.stat().st_mode & 0o4000:
+                        setuid_binaries.append(entry.path)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    for command in (["su", "-c", "id -u", "root"], ["sudo", "-n", "id", "-u"]):
+        try:
+            done = subprocess.run(
+                command, stdin=subprocess.DEVNULL, capture_output=True, timeout=5, check=False
+            )
+            attempts[command[0]] = f"exit {done.returncode} out {done.stdout.decode().strip()!r}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            attempts[command[0]] = exc.__class__.__name__
+    return {
+        "uid": os.getuid(),
+        "euid": os.geteuid(),
+        "attempts": attempts,
+        "setuidBinaries": sorted(setuid_binaries),
+        "status": _status_fields(),
+    }
+
+
+def action_read_host(data: dict) -> dict:
+    results: dict[str, str] = {}
+    for path in (
+        "/etc/shadow",
+        "/proc/1/environ",
+        "/proc/kcore",
+        "/sys/kernel/security",
+        "/host/etc/shadow",
+        "/var/run/docker.sock",
+    ):
+        try:
+            with open(path, "rb") as f:
+                content = f.read(65536)
+            results[path] = "read"
+            if path == "/proc/1/environ":
+                names = sorted(v.split(b"=", 1)[0].decode() for v in content.split(b"\0") if v)
+                results["environNames"] = ",".join(names)
+        except OSError as exc:
+            results[path] = exc.__class__.__name__
+    return {"results": results}
+
+
+def action_docker_socket(data: dict) -> dict:
+    results = {}
+    for path in ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock"):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2.0)
+                s.connect(path)
+                s.sendall(b"GET /version HTTP/1.0\r\n\r\n")
+                results[path] = "connected: " + s.recv(64).decode(errors="replace")
+        except OSError as exc:
+            results[path] = exc.__class__.__name__
+    return {"results": results}
+
+
+def action_connect(data: dict) -> dict:
+    # Only 127.0.0.1: the test listens there on the host; under network none it is unreachable.
+    port = int(_number(data, "port", 1, minimum=1))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
+            s.sendall(b"exfiltrated\n")
+            return {"connected": True}
+    except OSError as exc:
+        return {"connected": False, "error": exc.__class__.__name__}
+
+
+def action_dns(data: dict) -> dict:
+    # Only tried when the container has no interface but lo (so no query can leave it).
+    if _interfaces():
+        return {"attempted": False, "interfaces": _interfaces()}
+    results = {}
+    for name in ("secret-data.exfil.invalid", "localhost.localdomain.invalid"):
+        try:
+            results[name] = str(socket.getaddrinfo(name, 53)[0][4])
+        except OSError as exc:
+            results[name] = exc.__class__.__name__
+    return {"attempted": True, "results": results}
+
+
+def action_print_forever(data: dict) -> dict:
+    line = "y" * 1000 + "\n"
+    out = sys.stdout
+    while True:
+        out.write(line)
+
+
 ACTIONS: dict[str, Callable[[dict], dict]] = {
     "echo": action_echo,
     "exit": action_exit,
@@ -188,9 +464,21 @@ ACTIONS: dict[str, Callable[[dict], dict]] = {
     "spam": action_spam,
     "tick": action_tick,
     "pii": action_pii,
+    "catalogue": action_catalogue,
     "bad_evaluation": action_bad_evaluation,
     "no_evaluation": action_no_evaluation,
     "env": action_env,
+    "probe": action_probe,
+    "fork_bomb": action_fork_bomb,
+    "cpu_spin": action_cpu_spin,
+    "fill_tmp": action_fill_tmp,
+    "write_root": action_write_root,
+    "become_root": action_become_root,
+    "read_host": action_read_host,
+    "docker_socket": action_docker_socket,
+    "connect": action_connect,
+    "dns": action_dns,
+    "print_forever": action_print_forever,
 }
 
 

@@ -1,0 +1,290 @@
+"""``make bench``: the fleet next to its physical baseline, as ratios measured in the same run.
+
+Needs the fleet from ``make up`` (api on 127.0.0.1:8000, pids in .run/). Writes a Markdown table
+(figure, fleet, baseline, ratio, target, met) to stdout and to ``.run/bench.md``.
+
+- end-to-end latency of a trivial run (POST → terminal), p50/p95 over sequential runs, next to the
+  Docker SDK doing create/start/wait/logs/remove of the same image;
+- saturation: a burst of trivial runs through the fleet, next to the same number of bare
+  ``docker run``s at the executor's parallelism;
+- API ingest: sustained ``POST /api/sandbox/runs`` (dry runs) from wrk on loopback;
+- memory: RSS of each idle service, and of the executor per concurrent run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+from shared.auth import issue_token
+from shared.config import load_settings
+from shared.states import TERMINAL
+
+IMAGE = "localhost:5000/test-adapter:dev"
+PERSONA = "6f1c2a57-3b0e-4c55-9a51-0f4d7f1d2b11"
+ECHO = {"action": "echo", "stdout": ["hi"], "value": 1}
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[str] = [
+            "| figure | fleet | baseline | ratio | target | met |",
+            "|---|---|---|---|---|---|",
+        ]
+
+    def add(
+        self,
+        figure: str,
+        fleet: float,
+        base: float | None,
+        unit: str,
+        target: str = "",
+        met: bool | None = None,
+        ratio: float | None = None,
+    ) -> None:
+        if ratio is None and base:
+            ratio = fleet / base
+        cells = [
+            figure,
+            f"{fleet:.3f} {unit}",
+            f"{base:.3f} {unit}" if base is not None else "",
+            f"{ratio:.2f}" if ratio is not None else "",
+            target,
+            "" if met is None else ("yes" if met else "no"),
+        ]
+        self.rows.append("| " + " | ".join(cells) + " |")
+        print(self.rows[-1], flush=True)
+
+
+def body(dry_run: bool = False) -> dict[str, Any]:
+    return {
+        "personaId": PERSONA,
+        "methodId": "test.run",
+        "adapterImage": IMAGE,
+        "input": ECHO,
+        "dryRun": dry_run,
+    }
+
+
+def fleet_run(api: str, session: requests.Session) -> float:
+    start = time.perf_counter()
+    run_id = session.post(f"{api}/api/sandbox/runs", json=body(), timeout=30).json()["id"]
+    while True:
+        status = session.get(f"{api}/api/sandbox/runs/{run_id}", timeout=30).json()["status"]
+        if status in TERMINAL:
+            if status != "succeeded":
+                raise SystemExit(f"run {run_id} ended {status}")
+            return time.perf_counter() - start
+        time.sleep(0.005)
+
+
+def sdk_run(client: docker.DockerClient, workdir: Path) -> float:
+    """The baseline: what any runner must do, with the Docker SDK and nothing else."""
+    start = time.perf_counter()
+    (workdir / "input.json").write_text(json.dumps(ECHO))
+    container = client.containers.create(
+        IMAGE,
+        environment={"SANDBOX_METHOD_ID": "test.run"},
+        network_mode="none",
+        volumes={str(workdir): {"bind": "/sandbox/input", "mode": "ro"}},
+    )
+    container.start()
+    container.wait()
+    container.logs(stdout=True, stderr=True)
+    container.remove(force=True)
+    return time.perf_counter() - start
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1]
+
+
+def latency(table: Table, api: str, session: requests.Session, runs: int) -> None:
+    client = docker.from_env()
+    workdir = Path(tempfile.mkdtemp())
+    workdir.chmod(0o755)
+    fleet_run(api, session)
+    sdk_run(client, workdir)
+    fleet, bare = [], []
+    for _ in range(runs):  # interleaved: both see the same machine load
+        fleet.append(fleet_run(api, session))
+        bare.append(sdk_run(client, workdir))
+    shutil.rmtree(workdir, ignore_errors=True)
+    f50, b50 = statistics.median(fleet), statistics.median(bare)
+    table.add(
+        f"e2e latency p50 ({runs} sequential runs)", f50, b50, "s", "≤ 1.25", f50 / b50 <= 1.25
+    )
+    table.add("e2e latency p95", pct(fleet, 95), pct(bare, 95), "s")
+
+
+def saturation(
+    table: Table, api: str, session: requests.Session, runs: int, parallelism: int
+) -> None:
+    start = time.perf_counter()
+    ids = [
+        session.post(f"{api}/api/sandbox/runs", json=body(), timeout=30).json()["id"]
+        for _ in range(runs)
+    ]
+    pending = set(ids)
+    while pending:
+        for run_id in list(pending):
+            status = session.get(f"{api}/api/sandbox/runs/{run_id}", timeout=30).json()["status"]
+            if status in TERMINAL:
+                pending.discard(run_id)
+        time.sleep(0.2)
+    fleet_rate = runs / (time.perf_counter() - start)
+    workdir = Path(tempfile.mkdtemp())
+    workdir.chmod(0o755)
+    (workdir / "input.json").write_text(json.dumps(ECHO))
+    command = [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "SANDBOX_METHOD_ID=test.run",
+        "-v",
+        f"{workdir}:/sandbox/input:ro",
+        IMAGE,
+    ]
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(parallelism) as pool:
+        list(
+            pool.map(
+                lambda _: subprocess.run(command, capture_output=True, check=True), range(runs)
+            )
+        )
+    bare_rate = runs / (time.perf_counter() - start)
+    shutil.rmtree(workdir, ignore_errors=True)
+    table.add(
+        f"saturation: {runs} runs burst (runs/s, parallelism {parallelism})",
+        fleet_rate,
+        bare_rate,
+        "runs/s",
+        "≥ 0.85",
+        fleet_rate / bare_rate >= 0.85,
+    )
+
+
+def ingest(table: Table, api: str, token: str, seconds: int, connections: int) -> None:
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(json.dumps(body(dry_run=True)))}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+        "done = function(summary, latency, requests)\n"
+        '  io.write(string.format("RESULT %d %d %f %f %d\\n", summary.requests,'
+        " summary.duration, latency:percentile(99), latency:percentile(50),"
+        " summary.errors.status + summary.errors.connect + summary.errors.timeout))\n"
+        "end\n"
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "-s",
+            str(script),
+            f"{api}/api/sandbox/runs",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+    _, total, duration_us, p99_us, _p50_us, errors = line.split()
+    rate = int(total) / (int(duration_us) / 1e6)
+    table.add(
+        f"API ingest ({connections} connections, dry runs)",
+        rate,
+        None,
+        "req/s",
+        "≥ 300, p99 ≤ 50 ms, no errors",
+        rate >= 300 and float(p99_us) <= 50_000 and int(errors) == 0,
+        ratio=None,
+    )
+    table.add("API ingest p99 latency", float(p99_us) / 1000, None, "ms")
+    table.add("API ingest errors (non-2xx, connect, timeout)", float(errors), None, "")
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if row.startswith("VmRSS:"):
+                return int(row.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def service_rss(name: str) -> float:
+    pid = int(Path(f".run/{name}.pid").read_text())
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return rss_mb(pid) + sum(rss_mb(int(c)) for c in children.stdout.split())
+
+
+def memory(table: Table, api: str, session: requests.Session) -> None:
+    for name in ("api", "provisioner", "executor", "finalizer", "beat", "flower"):
+        table.add(f"RSS idle: {name} (all its processes)", service_rss(name), None, "MiB")
+    idle = service_rss("executor")
+    ids = [
+        session.post(
+            f"{api}/api/sandbox/runs",
+            timeout=30,
+            json={**body(), "input": {"action": "sleep", "seconds": 4}},
+        ).json()["id"]
+        for _ in range(4)
+    ]
+    time.sleep(2.5)
+    busy = service_rss("executor")
+    for run_id in ids:
+        while (
+            session.get(f"{api}/api/sandbox/runs/{run_id}", timeout=30).json()["status"]
+            not in TERMINAL
+        ):
+            time.sleep(0.2)
+    table.add("executor RSS per concurrent run (4 running)", (busy - idle) / 4, None, "MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--api", default="http://127.0.0.1:8000")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--parallelism", type=int, default=4)
+    parser.add_argument("--ingest-seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    token = issue_token(load_settings())
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    table = Table()
+    print("\n".join(table.rows), flush=True)
+    latency(table, args.api, session, args.runs)
+    saturation(table, args.api, session, args.burst, args.parallelism)
+    ingest(table, args.api, token, args.ingest_seconds, args.connections)
+    memory(table, args.api, session)
+    Path(".run/bench.md").write_text("\n".join(table.rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
