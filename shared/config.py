@@ -28,6 +28,10 @@ class Settings:
     redaction_config: Path | None = None
     fault_dir: Path | None = None
     fleet_name: str = "sandbox-runner"
+    # Docker hosts' pull cache: bytes of adapter images kept, images pre-pulled, pass period.
+    image_cache_max_mb: int = 20480
+    image_cache_prepull: int = 5
+    image_cache_interval_s: int = 300
     visibility_timeout_s: int = 1260
     max_input_bytes: int = 1024 * 1024
     max_log_bytes: int = 1024 * 1024

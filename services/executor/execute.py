@@ -11,6 +11,7 @@ from services.executor import aci_execute
 from services.executor.log_capture import LogCapture
 from shared import dispatch, faults
 from shared.backends import docker as docker_backend
+from shared.backends import image_cache
 from shared.backends.docker import Heartbeat
 from shared.db import run_logs
 from shared.db import runs as runs_db
@@ -133,6 +134,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     # Only now, with the outcome committed, may the evidence go: an executor dying before this
     # point leaves the exited container for the next one to collect.
     docker_backend.remove(client, str(run_id), run.attempt)
+    _care_for_image_cache(rt, client, run)
     logger.info(
         "container finished",
         extra={
@@ -144,6 +146,32 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         },
     )
     return moved.status
+
+
+_image_cache = image_cache.Maintainer(interval_s=300)
+
+
+def _care_for_image_cache(rt: Runtime, client: Any, run: runs_db.Run) -> None:
+    """Record this host's use of the run's image; now and then, evict and pre-pull."""
+    settings = rt.settings
+    assert run.plan is not None
+    image_cache.record_use(
+        rt.pool,
+        client,
+        settings.executor_node,
+        run.plan["imageId"],
+        run.image_digest or run.adapter_image,
+    )
+    _image_cache.interval_s = settings.image_cache_interval_s
+    _image_cache.run(
+        lambda: image_cache.maintain(
+            rt.pool,
+            client,
+            settings.executor_node,
+            settings.image_cache_max_mb * 1024 * 1024,
+            settings.image_cache_prepull,
+        )
+    )
 
 
 def _claim(rt: Runtime, run_id: uuid.UUID, owner: str) -> runs_db.Run | None:
@@ -246,6 +274,7 @@ def _spec(rt: Runtime, run: runs_db.Run) -> docker_backend.ContainerSpec:
         tmpfs_size_mb=rt.settings.tmpfs_size_mb,
         fleet=rt.settings.fleet_name,
         nofile_limit=rt.settings.nofile_limit,
+        image_digest=run.image_digest or "",
     )
 
 

@@ -65,6 +65,8 @@ class ContainerSpec:
     pids_limit: int = 256
     tmpfs_size_mb: int = 64
     fleet: str = "sandbox-runner"
+    # The registry digest checked at provisioning (``repo@sha256:...``), to pull by if needed.
+    image_digest: str = ""
     nofile_limit: int = 1024
 
 
@@ -221,6 +223,18 @@ def start(client: docker.DockerClient, spec: ContainerSpec, first_attempt: bool 
         (workdir / "input.json").write_bytes(spec.input_json)
         (workdir / "input.json").chmod(0o644)
         try:
+            container = _create(client, spec, workdir)
+        except docker.errors.ImageNotFound:
+            # This host lacks the image (another host provisioned it, or it was evicted since):
+            # fetch exactly what was checked, by its registry digest, never by a tag.
+            if "@sha256:" not in spec.image_digest:
+                raise
+            pulled = client.images.pull(spec.image_digest)
+            if pulled.id != spec.image_id:
+                raise ImageNotFound(
+                    f"{spec.image_digest} pulled as {pulled.id}, not the {spec.image_id} that was "
+                    "checked at provisioning"
+                ) from None
             container = _create(client, spec, workdir)
         except docker.errors.APIError as exc:
             if exc.status_code in (400, 409) and "already in use" in str(exc):
