@@ -167,7 +167,7 @@ def _poll_locked(rt: Runtime, run_id: uuid.UUID, attempt: int) -> float | None:
     except BackendUnavailable:
         return _countdown(rt, elapsed, busy=True)
     final = state.terminated or timed_out
-    capture = _capture(rt, run, owner, resources)
+    capture = LogCapture.for_run(rt, run, owner)
     lines = _lines(content, final=final)
     if lines:
         capture.sink_lines("stdout", lines)
@@ -285,20 +285,6 @@ def _lines(content: str, *, final: bool) -> list[bytes]:
     if final and tail:
         parts.append(tail)
     return parts
-
-
-def _capture(rt: Runtime, run: runs_db.Run, owner: str, resources: Resources) -> LogCapture:
-    return LogCapture(
-        rt.pool,
-        rt.blobs,
-        run,
-        owner,
-        rt.redactor(),
-        rt.settings.max_log_bytes,
-        resources.log_cap_mb * 1024 * 1024,
-        rt.publish_lines,
-        rt.settings.preview_lines,
-    )
 
 
 def _spec(run: runs_db.Run) -> aci.GroupSpec:

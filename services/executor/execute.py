@@ -65,17 +65,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         else:
             logger.info("re-attaching to the attempt's container", extra=log)
         resources = _resources(run)
-        capture = LogCapture(
-            rt.pool,
-            rt.blobs,
-            run,
-            owner,
-            rt.redactor(),
-            rt.settings.max_log_bytes,
-            resources.log_cap_mb * 1024 * 1024,
-            rt.publish_lines,
-            rt.settings.preview_lines,
-        )
+        capture = LogCapture.for_run(rt, run, owner)
         outcome = docker_backend.follow(
             client,
             container,

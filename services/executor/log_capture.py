@@ -10,13 +10,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from psycopg_pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
 
 from shared.adapter_sdk import EVALUATION_MARKER
 from shared.db import run_logs
 from shared.db import runs as runs_db
 from shared.db.run_logs import LogLine
+from shared.policy import Resources
 from shared.redaction import Redactor, StreamRedactor
 from shared.storage import STREAMS, BlobStore, log_path
 
@@ -97,6 +102,22 @@ class LogCapture:
         self._pending_blob = {name: bytearray() for name in STREAMS}
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_run(cls, rt: Runtime, run: runs_db.Run, owner: str) -> LogCapture:
+        """Return the capture of one attempt, with the limits its resources and settings set."""
+        assert run.resources is not None, "a ready run has resources"
+        return cls(
+            rt.pool,
+            rt.blobs,
+            run,
+            owner,
+            rt.redactor(),
+            rt.settings.max_log_bytes,
+            Resources.from_json(run.resources).log_cap_mb * 1024 * 1024,
+            rt.publish_lines,
+            rt.settings.preview_lines,
+        )
 
     def sink(self, stream: str, raw: bytes) -> None:
         """Take one raw line (without its newline) from ``stream``."""
