@@ -44,6 +44,19 @@ def register_error_handlers(app: Flask) -> None:
     ):
         app.register_error_handler(exc_type, unavailable)
 
+    def unstorable(exc: Exception) -> ResponseReturnValue:
+        # A value Postgres cannot hold (a NUL character in a path or query parameter) is the
+        # caller's error, not ours: every schema refuses it, this catches any route that forgot.
+        logger.info("refused a value the database cannot store: %s", type(exc).__name__)
+        return jsonify(
+            error_body(
+                422,
+                "a parameter contains characters that cannot be stored (NUL or a lone surrogate)",
+            )
+        ), 422
+
+    app.register_error_handler(psycopg.DataError, unstorable)
+
     def internal(exc: Exception) -> ResponseReturnValue:
         logger.exception("unhandled error")
         return jsonify(error_body(500, "internal error")), 500

@@ -14,6 +14,7 @@ from flask_smorest import abort
 from marshmallow import RAISE, Schema, fields, validate
 
 from services.api.runs import blp, runtime
+from services.api.schemas import storable_text
 from shared.db import runs as runs_db
 from shared.states import RunStatus
 
@@ -31,14 +32,16 @@ class RunListQuerySchema(Schema):
         metadata={"description": "Only runs in these statuses (repeat the parameter)."},
     )
     personaId = fields.UUID()
-    methodId = fields.String(validate=validate.Length(min=1, max=255))
+    methodId = fields.String(validate=[validate.Length(min=1, max=255), storable_text])
     createdAfter = fields.AwareDateTime(
         metadata={"description": "Runs queued at or after this time (ISO 8601 with offset)."}
     )
     createdBefore = fields.AwareDateTime(
         metadata={"description": "Runs queued before this time (ISO 8601 with offset)."}
     )
-    cursor = fields.String(metadata={"description": "nextCursor of the previous page."})
+    cursor = fields.String(
+        validate=storable_text, metadata={"description": "nextCursor of the previous page."}
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_LIMIT))
 
 

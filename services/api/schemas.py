@@ -76,6 +76,12 @@ class GitHubSchema(Schema):
     targetUrl = fields.Url(schemes={"https", "http"}, validate=validate.Length(max=2048))
 
 
+def storable_text(value: str) -> None:
+    """Refuse text Postgres cannot store (a NUL character or a lone surrogate)."""
+    if not _storable(value):
+        raise ValidationError("must not contain NUL characters or lone surrogates")
+
+
 def _storable(value: object) -> bool:
     """Return whether every string in ``value`` (keys too) can be stored by Postgres."""
     if isinstance(value, str):

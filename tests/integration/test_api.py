@@ -250,3 +250,13 @@ def test_openapi_document_describes_the_runs_api(client: FlaskClient) -> None:
     spec = client.get("/api/openapi.json").get_json()
     assert "/api/sandbox/runs" in spec["paths"]
     assert "RunRequest" in spec["components"]["schemas"]
+
+
+def test_a_nul_character_in_a_parameter_is_a_422_not_a_500(
+    client: FlaskClient, auth: dict[str, str]
+) -> None:
+    listing = client.get("/api/sandbox/runs?methodId=a%00b", headers=auth)
+    assert listing.status_code == 422
+    assert "methodId" in listing.get_json()["errors"]["query"]
+    anywhere = client.get("/api/sandbox/admin/policies/methods/a%00b", headers=auth)
+    assert anywhere.status_code in (404, 422)
