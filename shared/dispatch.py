@@ -15,7 +15,7 @@ import os
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import kombu.exceptions
 import psycopg
@@ -72,7 +72,7 @@ def flush(celery: Celery, pool: ConnectionPool, ids: list[int]) -> bool:
                 "WHERE id = ANY(%s) AND sent_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED",
                 (ids,),
             ).fetchall()
-            for row in rows:
+            for row in cast(list[dict[str, Any]], rows):  # the pool's rows are dicts
                 publish(celery, row["payload"], str(row["event_id"]))
             conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (ids,))
         return True

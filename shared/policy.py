@@ -178,12 +178,16 @@ def merge(base: Policy, overrides: list[Override]) -> Policy:
         else:
             personas.setdefault(persona, {})[method] = dict(values)
     file_methods = dict(base.methods)
-    merged_methods = tuple((m, {**file_methods.get(m, {}), **v}) for m, v in methods.items())
+    merged_methods: tuple[tuple[str, Mapping[str, Any]], ...] = tuple(
+        (m, {**file_methods.get(m, {}), **v}) for m, v in methods.items()
+    )
     merged_methods += tuple((m, v) for m, v in base.methods if m not in methods)
     merged_personas = dict(base.personas or {})
     for persona, entries in personas.items():
         file_entries = dict(merged_personas.get(persona, ()))
-        merged = tuple((m, {**file_entries.get(m, {}), **v}) for m, v in entries.items())
+        merged: tuple[tuple[str, Mapping[str, Any]], ...] = tuple(
+            (m, {**file_entries.get(m, {}), **v}) for m, v in entries.items()
+        )
         merged += tuple((m, v) for m, v in file_entries.items() if m not in entries)
         merged_personas[persona] = merged
     return Policy(defaults=defaults, methods=merged_methods, personas=merged_personas)

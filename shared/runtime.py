@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -64,7 +64,7 @@ class Runtime:
 
         return CachedPolicy(
             load_policy(self.settings.policy_file),
-            lambda: policies_db.load_overrides(self.pool),
+            lambda: cast(Any, policies_db.load_overrides(self.pool)),
             self.settings.policy_cache_ttl_s,
         )
 

@@ -134,7 +134,12 @@ class LogCapture:
                 self.stats[stream].seen += len(raw) + 1
                 is_replay = self.raw[stream] <= skip
                 if stream == "stdout" and raw.startswith(_MARKER):
-                    # The evaluation is stored on the run, redacted, not as a log line.
+                    # The evaluation is stored on the run, redacted, not as a log line. The lines
+                    # printed before it go through the redactor first: an ``::add-mask::`` among
+                    # them must already apply to the evaluation.
+                    if text:
+                        self._redact(stream, text, inline=not replayed)
+                        text = []
                     marker = raw[len(_MARKER) :].decode("utf-8", errors="replace")
                     self.evaluation_raw = self.redactor.redact_text(marker)
                     continue

@@ -276,6 +276,7 @@ def get(client: ContainerInstanceManagementClient, cfg: AciConfig, name: str) ->
         raise _translate(exc, f"reading {name}") from exc
     events: list[str] = []
     view = group.instance_view
+    event: Any
     for event in (view.events if view and view.events else []) or []:
         events.append(f"{event.name}: {event.message}")
     current = None
@@ -328,7 +329,7 @@ def list_fleet_groups(
             if tags.get(TAG_FLEET) != cfg.fleet or TAG_RUN not in tags:
                 continue
             attempt = tags.get(TAG_ATTEMPT, "0")
-            found.append((tags[TAG_RUN], int(attempt) if attempt.isdigit() else 0, group.name))
+            found.append((tags[TAG_RUN], int(attempt) if attempt.isdigit() else 0, str(group.name)))
     except Exception as exc:
         raise _translate(exc, "listing container groups") from exc
     return found

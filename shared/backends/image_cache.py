@@ -14,7 +14,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -58,7 +58,10 @@ def maintain(
     report = CacheReport()
     with pool.connection() as conn:
         lock = zlib.crc32(f"image-cache:{host}".encode())
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (lock,)).fetchone()
+        got = cast(
+            dict[str, Any] | None,
+            conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (lock,)).fetchone(),
+        )
         if not got or not got["ok"]:
             return None
         held = cache_db.held(conn, host)

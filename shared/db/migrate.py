@@ -54,8 +54,8 @@ def ensure_database(database_url: str) -> bool:
     """Create the database named in the URL if it is missing; return True if created."""
     info = psycopg.conninfo.conninfo_to_dict(database_url)
     name = str(info.get("dbname", ""))
-    admin = dict(info, dbname="postgres")
-    with psycopg.connect(psycopg.conninfo.make_conninfo(**admin), autocommit=True) as conn:
+    admin = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists:
             return False

@@ -187,7 +187,7 @@ def transition(
     unknown = set(values) - _SETTABLE
     if unknown:
         raise ValueError(f"transition cannot set {sorted(unknown)}")
-    assignments = [
+    assignments: list[sql.Composable] = [
         sql.SQL("status = %(to)s"),
         sql.SQL("updated_at = now()"),
         sql.SQL("status_reason = %(reason)s"),

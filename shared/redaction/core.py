@@ -76,7 +76,7 @@ def _gate_lines(view: TextView, gate: Gate) -> list[tuple[int, int]]:
     search = pattern.search
     hay = view.views[gate.view]
     pos = 0
-    while (m := search(hay, pos)) is not None:  # type: ignore[arg-type]
+    while (m := search(hay, pos)) is not None:  # type: ignore[arg-type,call-overload]
         start = text.rfind("\n", 0, m.start()) + 1
         end = text.find("\n", m.end())
         if end == -1:
@@ -284,6 +284,7 @@ class Redactor:
                     continue
             if detector.any_of:
                 # On the gate's lines only: a missing needle there skips the detector.
+                assert target is not None
                 hay = (target if isinstance(target, TextView) else target[0]).views[
                     detector.check_view
                 ]

@@ -123,7 +123,7 @@ class AzureBlobStore:
         else:
             key = {"user_delegation_key": self.service.get_user_delegation_key(now, expiry)}
         token = generate_blob_sas(
-            account_name=self.service.account_name,
+            account_name=str(self.service.account_name),
             container_name=self.container.container_name,
             blob_name=path,
             permission=BlobSasPermissions(read=True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from shared.auth import issue_token
@@ -19,6 +20,16 @@ def fleet_env(settings_env: dict[str, str], worker_id: str) -> dict[str, str]:
     database_url = settings_env["SANDBOX_DATABASE_URL"] + "_fleet"
     ensure_database(database_url)
     migrate(database_url)
+    # A fresh start: tests that read whole tables must not see an earlier session's runs.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'schema_migrations'"
+            ).fetchall()
+        ]
+        conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
     index = 0 if worker_id == "master" else int(worker_id.removeprefix("gw"))
     broker = settings_env["SANDBOX_BROKER_URL"].rsplit("/", 1)[0] + f"/{8 + index % 8}"
     return {

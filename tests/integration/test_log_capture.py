@@ -131,3 +131,25 @@ def test_a_second_follower_of_the_same_container_neither_loses_nor_repeats(
     assert first.revoked
     with pool.connection() as conn:
         assert [x.line for x in run_logs.all_lines(conn, run.id)] == expected
+
+
+def test_a_mask_added_in_the_same_batch_applies_to_the_evaluation(
+    pool: ConnectionPool, tmp_path: Path
+) -> None:
+    store = LocalBlobStore(tmp_path, b"k" * 32)
+    run = running_run(pool)
+    cap = capture(pool, store, run)
+    cap.sink_lines(
+        "stdout",
+        [
+            b"::add-mask::hush-hush-42",
+            b"value hush-hush-42",
+            b'::sandbox-evaluation::{"v": "hush-hush-42"}',
+        ],
+    )
+    cap.close()
+    assert cap.evaluation_raw == '{"v": "[REDACTED:secret_value]"}'
+    with pool.connection() as conn:
+        assert [x.line for x in run_logs.all_lines(conn, run.id)] == [
+            "value [REDACTED:secret_value]"
+        ]
