@@ -16,6 +16,7 @@ from celery.signals import (
     worker_process_shutdown,
     worker_ready,
 )
+from kombu.transport import redis as kombu_redis
 
 from shared.config import Settings, load_settings
 from shared.errors import RunnerError
@@ -148,6 +149,12 @@ def _failure_reason(exc: BaseException, retries: int) -> str:
 
 def make_worker(service: str) -> tuple[Celery, Runtime]:
     """Build the Celery app and runtime of one worker service from the environment."""
+    # kombu restores unacked messages when a channel closes; on a channel whose Redis connection
+    # was just lost that restore raises (conninfo is gone) and Celery exits the worker with an
+    # "Unrecoverable error" (seen in the Redis-outage fault test). Without it, an unacked message
+    # waits for the visibility timeout, and the reconciler re-dispatches its run from Postgres
+    # long before that.
+    kombu_redis.QoS.restore_at_shutdown = False
     settings = load_settings()
     configure_logging(service, settings)
     runtime = Runtime(settings)
