@@ -21,6 +21,7 @@ import uuid
 from typing import Any
 
 from services.executor.log_capture import LogCapture
+from services.executor.outcome import hand_to_finalizer
 from shared import dispatch
 from shared.backends import aci
 from shared.backends.docker import dumps_input
@@ -194,35 +195,18 @@ def _finish(
 ) -> None:
     """Record the outcome and hand the run to the finalizer (mirrors the Docker path)."""
     exit_code = None if (timed_out or stopped) else state.exit_code
-    with rt.pool.connection() as conn:
-        moved = runs_db.transition(
-            conn,
-            run.id,
-            RunStatus.FINALIZING,
-            from_=(RunStatus.RUNNING,),
-            attempt=run.attempt,
-            owner=owner,
-            deadline_s=rt.settings.step_deadline_s,
-            exit_code=exit_code,
-            oom_killed=bool(exit_code is not None and state.oom_killed),
-            wall_timed_out=timed_out,
-            evaluation_raw=capture.evaluation_raw,
-            log_lines=capture.stored_lines,
-            log_bytes=sum(stats.seen for stats in capture.stats.values()),
-            logs_truncated=capture.truncated,
-            log_stats=capture.log_stats,
-            logs_preview=capture.preview,
-            output_limited=stopped,
-            redactions=capture.redaction_counts,
-            lease_owner=None,
-        )
-        dispatch_id = dispatch.enqueue(conn, TaskNames.FINALIZE, run.id) if moved else None
-    if moved is None or dispatch_id is None:
-        logger.warning(
-            "attempt went stale while running; result dropped", extra={"runId": str(run.id)}
-        )
+    moved = hand_to_finalizer(
+        rt,
+        run,
+        owner,
+        capture,
+        exit_code=exit_code,
+        oom_killed=bool(exit_code is not None and state.oom_killed),
+        wall_timed_out=timed_out,
+        output_limited=stopped,
+    )
+    if moved is None:
         return None
-    dispatch.flush(rt.celery, rt.pool, [dispatch_id])
     # Only now, with the outcome committed, may the group go (as on Docker).
     assert rt.aci_config is not None
     _delete(rt.aci(), rt.aci_config, aci.group_name(str(run.id), run.attempt))

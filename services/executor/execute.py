@@ -9,7 +9,8 @@ from typing import Any
 
 from services.executor import aci_execute
 from services.executor.log_capture import LogCapture
-from shared import dispatch, faults
+from services.executor.outcome import hand_to_finalizer
+from shared import faults
 from shared.backends import docker as docker_backend
 from shared.backends import image_cache
 from shared.backends.docker import Heartbeat
@@ -17,7 +18,6 @@ from shared.db import run_logs
 from shared.db import runs as runs_db
 from shared.errors import BackendError, BackendUnavailable, ImageNotFound
 from shared.policy import Resources
-from shared.queues import TaskNames
 from shared.runtime import Runtime
 from shared.states import RunStatus
 
@@ -92,35 +92,20 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         if current is None or current.terminal:
             docker_backend.remove(client, str(run_id), run.attempt)
         return None
-    with rt.pool.connection() as conn:
-        moved = runs_db.transition(
-            conn,
-            run_id,
-            RunStatus.FINALIZING,
-            from_=(RunStatus.RUNNING,),
-            attempt=run.attempt,
-            owner=owner,
-            deadline_s=rt.settings.step_deadline_s,
-            exit_code=outcome.exit_code,
-            oom_killed=outcome.oom_killed,
-            wall_timed_out=outcome.timed_out,
-            cpu_seconds=outcome.cpu_seconds,
-            peak_memory_bytes=outcome.peak_memory_bytes,
-            evaluation_raw=capture.evaluation_raw,
-            log_lines=capture.stored_lines,
-            log_bytes=sum(stats.seen for stats in capture.stats.values()),
-            logs_truncated=capture.truncated,
-            log_stats=capture.log_stats,
-            logs_preview=capture.preview,
-            output_limited=outcome.stopped,
-            redactions=capture.redaction_counts,
-            lease_owner=None,
-        )
-        dispatch_id = dispatch.enqueue(conn, TaskNames.FINALIZE, run_id) if moved else None
-    if moved is None or dispatch_id is None:
-        logger.warning("attempt went stale while running; result dropped", extra=log)
+    moved = hand_to_finalizer(
+        rt,
+        run,
+        owner,
+        capture,
+        exit_code=outcome.exit_code,
+        oom_killed=outcome.oom_killed,
+        wall_timed_out=outcome.timed_out,
+        cpu_seconds=outcome.cpu_seconds,
+        peak_memory_bytes=outcome.peak_memory_bytes,
+        output_limited=outcome.stopped,
+    )
+    if moved is None:
         return None
-    dispatch.flush(rt.celery, rt.pool, [dispatch_id])
     # Only now, with the outcome committed, may the evidence go: an executor dying before this
     # point leaves the exited container for the next one to collect.
     docker_backend.remove(client, str(run_id), run.attempt)
