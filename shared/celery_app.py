@@ -132,7 +132,7 @@ class RunTask(Task):  # type: ignore[misc]
             type(exc).__name__,
             extra={"runId": str(run_id)},
         )
-        reason = _failure_reason(exc, self.request.retries)
+        reason = self.runtime.redactor().redact_text(_failure_reason(exc, self.request.retries))
         with self.runtime.pool.connection() as conn:
             run = runs_db.get_run(conn, run_id)
             if run is None or run.status in TERMINAL:
