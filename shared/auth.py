@@ -172,7 +172,29 @@ def permissions_of(claims: dict[str, Any], role_map: dict[str, frozenset[str]]) 
     return frozenset(PERMISSIONS) if "admin" in granted else frozenset(granted)
 
 
-class _LocalJWKClient(jwt.PyJWKClient):
+_key_sets_fetched = 0
+
+
+def key_set_generation() -> int:
+    """Return how many times this process fetched a signing key set (any issuer)."""
+    return _key_sets_fetched
+
+
+class KeySetClient(jwt.PyJWKClient):
+    """A JWK client that counts its fetches.
+
+    A fetched set may have dropped a key, so tokens verified before it are verified again
+    (see _VerifiedTokens).
+    """
+
+    def fetch_data(self) -> Any:
+        global _key_sets_fetched
+        data = super().fetch_data()
+        _key_sets_fetched += 1
+        return data
+
+
+class _LocalJWKClient(KeySetClient):
     """A JWK client for the dev issuer: the same key lookup, but our own key set, no HTTP."""
 
     def __init__(self, settings: Settings) -> None:
@@ -183,10 +205,12 @@ class _LocalJWKClient(jwt.PyJWKClient):
         self._settings = settings
 
     def fetch_data(self) -> Any:
+        global _key_sets_fetched
+        _key_sets_fetched += 1
         return dev_jwks(self._settings)
 
 
-class _DiscoveryJWKClient(jwt.PyJWKClient):
+class _DiscoveryJWKClient(KeySetClient):
     """Entra's keys: ``jwks_uri`` is read from the discovery document on first use."""
 
     def __init__(self, discovery_url: str, expected_issuer: str, settings: Settings) -> None:
@@ -303,6 +327,50 @@ def entra_issuer(settings: Settings) -> _Issuer:
     return _Issuer("entra", (v2, v1), audiences, jwks, settings.token_leeway_s)
 
 
+class _VerifiedTokens:
+    """Tokens that passed verification, kept until ``ttl_s`` passes or they expire.
+
+    A caller sends the same token with every request until it expires; checking its RS256
+    signature and claims again each time was the largest CPU cost of a submission in a profile.
+    Keyed by a hash of the token; bounded, oldest entries dropped first. Every entry is forgotten
+    once any key set is fetched again (a rotation may have removed the key that signed it).
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 4096) -> None:
+        self.ttl_s, self.max_entries = ttl_s, max_entries
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, tuple[float, int, dict[str, Any]]] = {}
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        if self.ttl_s <= 0:
+            return None
+        key = self._key(token)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= time.time() or entry[1] != key_set_generation():
+                del self._entries[key]
+                return None
+            return entry[2]
+
+    def put(self, token: str, claims: dict[str, Any], generation: int) -> None:
+        """Remember ``claims``, verified against the key sets of ``generation``."""
+        if self.ttl_s <= 0:
+            return
+        # Never past the token's own expiry (no leeway here: the cache only ever shortens).
+        until = min(time.time() + self.ttl_s, float(claims.get("exp", 0)))
+        key = self._key(token)
+        with self._lock:
+            while len(self._entries) >= self.max_entries:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = (until, generation, claims)
+
+
 class TokenVerifier:
     """Check bearer tokens: route by ``iss`` to the dev issuer, Entra ID or GitHub Actions."""
 
@@ -311,6 +379,7 @@ class TokenVerifier:
         self.role_map = parse_role_map(settings.role_map)
         self.issuers: dict[str, _Issuer] = {}
         self._lock = threading.Lock()
+        self._verified = _VerifiedTokens(settings.token_cache_s)
         if settings.dev_issuer_enabled:
             dev = _Issuer(
                 "dev",
@@ -343,6 +412,15 @@ class TokenVerifier:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthError("Authorization header must use the Bearer scheme")
+        known = self._verified.get(token)
+        if known is not None:
+            return dict(known)
+        generation = key_set_generation()  # read first: a fetch meanwhile makes the entry stale
+        claims = self._verify(token)
+        self._verified.put(token, claims, generation)
+        return dict(claims)
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
         except jwt.PyJWTError:

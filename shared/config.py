@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.egress_proxy import AllowList
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed."""
@@ -114,11 +116,15 @@ class Settings:
     aci_poll_max_interval_s: float = 15.0
     aci_start_timeout_s: int = 900
     aci_retry_total: int = 3
+    aci_log_key_ref: str | None = None  # secret reference: the key of the encrypted log copies
     event_sink: str = "log"  # log | eventhub | servicebus
     eventhub_namespace: str | None = None
     eventhub_name: str | None = None
     servicebus_namespace: str | None = None
     servicebus_topic: str | None = None
+    # Secret references (env:/file:/kv:) to connection strings, used instead of the identity.
+    eventhub_connection_ref: str | None = None
+    servicebus_connection_ref: str | None = None
     keyvault_url: str | None = None
     keyvault_cache_ttl_s: int = 900
     # Identity, roles and API hardening (issue 6). The dev issuer is this api itself: it serves
@@ -130,6 +136,8 @@ class Settings:
     entra_app_id_uri: str | None = None
     jwks_cache_s: int = 3600
     jwks_cooldown_s: float = 30.0
+    # How long a verified bearer token is remembered (0: verify every request); see shared/auth.py.
+    token_cache_s: float = 60.0
     token_leeway_s: int = 60
     role_map: str = "Runs.Submit=submit,Runs.Read=read,Runs.Cancel=cancel,Runs.Admin=admin"
     policy_cache_ttl_s: float = 10.0
@@ -143,6 +151,12 @@ class Settings:
     image_require_signature: bool = False
     image_signing_keys: str = ""
     nofile_limit: int = 1024
+    # Egress (issue 6): runs whose resource policy sets ``egress`` reach only these hosts
+    # (comma-separated ``host`` or ``host:port``) through a per-run proxy; empty denies all.
+    egress_allow_hosts: str = ""
+    egress_proxy_image: str = "sandbox-runner/egress-proxy:dev"
+    # The ordinary (not internal) Docker network the proxies go out through.
+    egress_network: str = "bridge"
 
     @property
     def blob_signing_key_path(self) -> Path:
@@ -228,10 +242,11 @@ _STR_FIELDS |= {
 _INT_FIELDS |= {"nofile_limit"}
 _BOOL_FIELDS |= {"image_require_digest", "image_require_signature"}
 _STR_FIELDS |= {"acr_login_server", "image_registries", "image_signing_keys"}
+_STR_FIELDS |= {"egress_allow_hosts", "egress_proxy_image", "egress_network"}
 
 # Identity, roles and API hardening (issue 6).
 _INT_FIELDS |= {"jwks_cache_s", "token_leeway_s", "rate_limit_per_minute"}
-_FLOAT_FIELDS |= {"jwks_cooldown_s", "policy_cache_ttl_s"}
+_FLOAT_FIELDS |= {"jwks_cooldown_s", "policy_cache_ttl_s", "token_cache_s"}
 _BOOL_FIELDS |= {"dev_issuer_enabled"}
 _STR_FIELDS |= {
     "entra_tenant_id",
@@ -259,11 +274,14 @@ _STR_FIELDS |= {
     "aci_identity_id",
     "aci_registry_server",
     "aci_subnet_id",
+    "aci_log_key_ref",
     "event_sink",
     "eventhub_namespace",
     "eventhub_name",
     "servicebus_namespace",
     "servicebus_topic",
+    "eventhub_connection_ref",
+    "servicebus_connection_ref",
     "keyvault_url",
 }
 
@@ -308,4 +326,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("SANDBOX_BACKEND must be docker, aci or auto")
     if values.get("event_sink", "log") not in {"log", "eventhub", "servicebus"}:
         raise ConfigError("SANDBOX_EVENT_SINK must be log, eventhub or servicebus")
+    try:
+        # Checked here so a typo stops the service at start, not every egress run later.
+        AllowList.parse(str(values.get("egress_allow_hosts", "")))
+    except ValueError as exc:
+        raise ConfigError(f"SANDBOX_EGRESS_ALLOW_HOSTS: {exc}") from None
     return Settings(**values)  # type: ignore[arg-type]

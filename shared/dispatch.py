@@ -14,8 +14,10 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import kombu.exceptions
 import psycopg
@@ -30,23 +32,29 @@ logger = logging.getLogger(__name__)
 DISPATCH = "sandbox.dispatch"
 
 
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A dispatch intent written to the outbox: what ``flush`` publishes once it is committed."""
+
+    id: int
+    event_id: uuid.UUID
+    payload: dict[str, Any]
+
+
 def enqueue(
     conn: psycopg.Connection[Any], task: str, run_id: uuid.UUID, attempt: int | None = None
-) -> int:
-    """Write a dispatch intent for ``task`` in the caller's transaction; return its outbox id."""
+) -> Dispatch:
+    """Write a dispatch intent for ``task`` in the caller's transaction and return it."""
     if task not in ROUTES:
         raise ValueError(f"unknown task {task}")
+    event_id = uuid.uuid4()
+    payload = {"task": task, "runId": str(run_id), "attempt": attempt}
     row = conn.execute(
         "INSERT INTO outbox (event_id, run_id, kind, payload) VALUES (%s, %s, %s, %s) RETURNING id",
-        (
-            uuid.uuid4(),
-            run_id,
-            DISPATCH,
-            Jsonb({"task": task, "runId": str(run_id), "attempt": attempt}),
-        ),
+        (event_id, run_id, DISPATCH, Jsonb(payload)),
     ).fetchone()
     assert row is not None
-    return int(row["id"])
+    return Dispatch(int(row["id"]), event_id, payload)
 
 
 def publish(celery: Celery, payload: dict[str, Any], message_id: str | None = None) -> None:
@@ -58,35 +66,43 @@ def publish(celery: Celery, payload: dict[str, Any], message_id: str | None = No
     celery.send_task(task, args=args, queue=ROUTES[task], task_id=message_id, retry=False)
 
 
-def flush(celery: Celery, pool: ConnectionPool, ids: list[int]) -> bool:
-    """Publish committed dispatch rows now; on a broker error leave them to the relay.
+def flush(celery: Celery, pool: ConnectionPool, dispatches: Sequence[Dispatch]) -> bool:
+    """Publish committed dispatches now; on a broker error leave them to the relay.
 
-    Returns True when every row was published.
+    Returns True when every one was published. The caller committed them, so their content is
+    known: publish first, then mark them sent. A relay sweep racing this may publish one twice,
+    which is harmless (every task starts with a compare-and-set).
     """
-    if not ids:
+    if not dispatches:
         return True
     try:
-        with pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT id, event_id, payload FROM outbox "
-                "WHERE id = ANY(%s) AND sent_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED",
-                (ids,),
-            ).fetchall()
-            for row in cast(list[dict[str, Any]], rows):  # the pool's rows are dicts
-                publish(celery, row["payload"], str(row["event_id"]))
-            conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (ids,))
-        return True
+        for item in dispatches:
+            publish(celery, item.payload, str(item.event_id))
     except (kombu.exceptions.OperationalError, OSError) as exc:
         logger.warning("broker unavailable; the relay will publish: %s", type(exc).__name__)
         return False
+    try:
+        with pool.connection() as conn:
+            # Losing this mark in a database crash costs only a duplicate publish by the relay,
+            # so it need not wait for the WAL flush the run's own commits wait for.
+            conn.execute("SET LOCAL synchronous_commit TO off")
+            conn.execute(
+                "UPDATE outbox SET sent_at = now() WHERE id = ANY(%s) AND sent_at IS NULL",
+                ([item.id for item in dispatches],),
+            )
+    except psycopg.Error:
+        logger.warning("could not mark dispatches sent; the relay may publish them again")
+    return True
 
 
 _background: tuple[int, ThreadPoolExecutor] | None = None
 _background_lock = threading.Lock()
 
 
-def flush_in_background(celery: Celery, pool: ConnectionPool, ids: list[int]) -> None:
-    """Publish committed dispatch rows from a helper thread, so the caller answers at once.
+def flush_in_background(
+    celery: Celery, pool: ConnectionPool, dispatches: Sequence[Dispatch]
+) -> None:
+    """Publish committed dispatches from a helper thread, so the caller answers at once.
 
     For the api: with the broker down a publish waits out the client's connection retries
     (seconds); the run is already safe in the outbox, so the response must not wait for that.
@@ -98,4 +114,4 @@ def flush_in_background(celery: Celery, pool: ConnectionPool, ids: list[int]) ->
             _background = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="dispatch"))
         executor = _background[1]
     # The copied context carries the request id into the message header (before_task_publish).
-    executor.submit(contextvars.copy_context().run, flush, celery, pool, ids)
+    executor.submit(contextvars.copy_context().run, flush, celery, pool, dispatches)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class EventHubSink:
     """Azure Event Hubs: batches per run (partition key = run id keeps a run's events ordered)."""
 
     def __init__(self, producer: Any) -> None:
-        # An azure.eventhub.EventHubProducerClient (or, in tests, a simulator of one).
+        # An azure.eventhub.EventHubProducerClient.
         self.producer = producer
 
     def publish(self, rows: Sequence[dict[str, Any]]) -> int:
@@ -116,9 +116,10 @@ class EventHubSink:
 class ServiceBusSink:
     """An Azure Service Bus topic: message_id = event id (duplicate detection), batched."""
 
-    def __init__(self, sender: Any) -> None:
-        # An azure.servicebus.ServiceBusSender (or, in tests, a simulator of one).
-        self.sender = sender
+    def __init__(self, sender: Any, client: Any = None) -> None:
+        # An azure.servicebus.ServiceBusSender, and the ServiceBusClient that opened it (its
+        # connection is closed with the sink).
+        self.sender, self.client = sender, client
 
     def publish(self, rows: Sequence[dict[str, Any]]) -> int:
         from azure.servicebus import ServiceBusMessage
@@ -155,33 +156,75 @@ class ServiceBusSink:
 
     def close(self) -> None:
         self.sender.close()
+        if self.client is not None:
+            self.client.close()
 
 
-def open_event_sink(settings: Settings, *, producer: Any = None, sender: Any = None) -> EventSink:
-    """Return the sink ``SANDBOX_EVENT_SINK`` names; ``producer``/``sender`` replace the clients."""
+def open_event_sink(
+    settings: Settings, *, client_options: Mapping[str, Any] | None = None
+) -> EventSink:
+    """Return the sink ``SANDBOX_EVENT_SINK`` names, with its SDK client (nothing connects yet).
+
+    Event Hubs and Service Bus authenticate with the managed identity (DefaultAzureCredential,
+    see ``shared.backends.aci.credential``) unless a connection string is configured: then
+    ``SANDBOX_EVENTHUB_CONNECTION_REF`` / ``SANDBOX_SERVICEBUS_CONNECTION_REF`` name the secret
+    that holds it (``env:``, ``file:`` or ``kv:``, resolved by ``shared.secrets``). That is how
+    SAS-key namespaces, Microsoft's emulators (``UseDevelopmentEmulator=true``) and the tests'
+    AMQP simulator are reached. ``client_options`` are passed to the SDK client (retries).
+    Raises ValueError when the settings are incomplete, SecretError when the secret is not.
+    """
+    options = dict(client_options or {})
     if settings.event_sink == "eventhub":
-        if producer is None:
-            from azure.eventhub import EventHubProducerClient
+        from azure.eventhub import EventHubProducerClient
 
-            from shared.backends.aci import credential
-
+        if settings.eventhub_connection_ref:
+            producer = EventHubProducerClient.from_connection_string(
+                _connection_string(settings, settings.eventhub_connection_ref),
+                eventhub_name=settings.eventhub_name,  # None: the string's EntityPath
+                **options,
+            )
+        else:
             if not settings.eventhub_namespace or not settings.eventhub_name:
-                raise ValueError("SANDBOX_EVENTHUB_NAMESPACE and SANDBOX_EVENTHUB_NAME are needed")
+                raise ValueError(
+                    "SANDBOX_EVENTHUB_NAMESPACE and SANDBOX_EVENTHUB_NAME are needed "
+                    "(or SANDBOX_EVENTHUB_CONNECTION_REF)"
+                )
             producer = EventHubProducerClient(
-                settings.eventhub_namespace, settings.eventhub_name, credential(settings)
+                settings.eventhub_namespace,
+                settings.eventhub_name,
+                _credential(settings),
+                **options,
             )
         return EventHubSink(producer)
     if settings.event_sink == "servicebus":
-        if sender is None:
-            from azure.servicebus import ServiceBusClient
+        from azure.servicebus import ServiceBusClient
 
-            from shared.backends.aci import credential
-
-            if not settings.servicebus_namespace or not settings.servicebus_topic:
+        if not settings.servicebus_topic:
+            raise ValueError("SANDBOX_SERVICEBUS_TOPIC is needed")
+        if settings.servicebus_connection_ref:
+            client = ServiceBusClient.from_connection_string(
+                _connection_string(settings, settings.servicebus_connection_ref), **options
+            )
+        else:
+            if not settings.servicebus_namespace:
                 raise ValueError(
-                    "SANDBOX_SERVICEBUS_NAMESPACE and SANDBOX_SERVICEBUS_TOPIC are needed"
+                    "SANDBOX_SERVICEBUS_NAMESPACE is needed (or SANDBOX_SERVICEBUS_CONNECTION_REF)"
                 )
-            client = ServiceBusClient(settings.servicebus_namespace, credential(settings))
-            sender = client.get_topic_sender(settings.servicebus_topic)
-        return ServiceBusSink(sender)
+            client = ServiceBusClient(
+                settings.servicebus_namespace, _credential(settings), **options
+            )
+        return ServiceBusSink(client.get_topic_sender(settings.servicebus_topic), client)
     return LogSink()
+
+
+def _credential(settings: Settings) -> Any:
+    from shared.backends.aci import credential
+
+    return credential(settings)
+
+
+def _connection_string(settings: Settings, ref: str) -> str:
+    """Read a connection string from its secret reference (never a setting's value)."""
+    from shared.secrets import provider_for
+
+    return provider_for(settings).get(ref)

@@ -27,7 +27,7 @@ from typing import Any
 
 import jwt
 
-from shared.auth import ROLES, AuthError, PermissionDenied
+from shared.auth import ROLES, AuthError, KeySetClient, PermissionDenied
 from shared.config import ConfigError, Settings
 
 _LEEWAY_S = 30
@@ -79,7 +79,7 @@ class GitHubOIDCVerifier:
         url = settings.github_oidc_jwks_url or f"{self.issuer.rstrip('/')}/.well-known/jwks"
         # An unknown kid (GitHub rotated its key) refetches the set, at most once per cooldown,
         # so a flood of made-up kids cannot turn us into a JWKS fetching loop.
-        self.jwks = jwt.PyJWKClient(
+        self.jwks = KeySetClient(
             url,
             cache_keys=True,
             lifespan=3600,

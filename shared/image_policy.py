@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,20 @@ MANIFEST_TYPES = ", ".join(
 )
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TIMEOUT_S = 10.0
+_session: tuple[int, requests.Session] | None = None
+
+
+def _shared_session() -> requests.Session:
+    """Return this process's registry session, whose connections stay open between checks.
+
+    A session per check paid a TCP handshake (and a fresh connection pool) for every run.
+    """
+    global _session
+    if _session is None or _session[0] != os.getpid():  # never share a socket across a fork
+        _session = (os.getpid(), requests.Session())
+    return _session[1]
+
+
 _MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _MAX_PAYLOAD_BYTES = 1024 * 1024
 
@@ -170,7 +185,7 @@ class RegistryClient:
         endpoint = "registry-1.docker.io" if registry == DEFAULT_REGISTRY else registry
         self.base = f"{'http' if insecure else 'https'}://{endpoint}/v2"
         self.registry = registry
-        self.session = session or requests.Session()
+        self.session = session or _shared_session()
 
     def _unreachable(self, exc: Exception) -> RegistryUnreachable:
         return RegistryUnreachable(

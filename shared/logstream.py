@@ -9,6 +9,8 @@ comes, so a lost message delays a line but never loses it.
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 
@@ -22,3 +24,19 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=25
     )
+
+
+def announce_status(client: redis.Redis, run_id: str, status: str) -> None:
+    """Tell a run's followers and waiters it reached ``status`` (already committed).
+
+    They re-read Postgres on it; a lost announcement only delays them until their next poll.
+    """
+    client.publish(channel(run_id), json.dumps({"lines": [], "status": status}))
+
+
+def is_status(message: dict[str, object] | None) -> bool:
+    """Tell whether a pub/sub message announces a status (a cheap test: no JSON parsing)."""
+    if not message or message.get("type") != "message":
+        return False
+    data = message.get("data")
+    return isinstance(data, bytes) and data.startswith(b'{"lines": [], "status"')

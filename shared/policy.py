@@ -12,10 +12,14 @@ Overrides live in a TOML file (``SANDBOX_POLICY_FILE``)::
 
     [personas."<persona uuid>".methods."seo.evaluate_content"]
     memory_mb = 1024
+    egress = true                     # network through the allow-list proxy (default false)
 
 Precedence: defaults < method < persona+method < the request's own ``resources``. A value beyond a
 guardrail is refused (PolicyViolation naming the limit), never clamped. Rows of the database table
 ``resource_policy`` (admin API, ``sandbox-runner policy``) override the file (``CachedPolicy``).
+
+``egress`` is a flag, not a limit: only the policy grants it (a request's ``resources`` cannot),
+and what an egress run may reach is the global allow list (``SANDBOX_EGRESS_ALLOW_HOSTS``).
 """
 
 from __future__ import annotations
@@ -44,15 +48,21 @@ class Resources:
     timeout_s: int
     # Redacted output kept in blob storage per run; past it the overflow policy applies.
     log_cap_mb: int = 100
+    # Network through the run's allow-list proxy (shared/backends/egress.py); else none at all.
+    egress: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Return the camelCase form used by the API and stored on the run."""
-        return {
+        data: dict[str, Any] = {
             "cpu": self.cpu,
             "memoryMb": self.memory_mb,
             "timeoutS": self.timeout_s,
             "logCapMb": self.log_cap_mb,
         }
+        # Only when granted: the stored and returned shape of every other run stays as it was.
+        if self.egress:
+            data["egress"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Resources:
@@ -62,6 +72,7 @@ class Resources:
             memory_mb=int(data["memoryMb"]),
             timeout_s=int(data["timeoutS"]),
             log_cap_mb=int(data.get("logCapMb", 100)),
+            egress=bool(data.get("egress", False)),
         )
 
 
@@ -71,11 +82,15 @@ GUARDRAILS = Resources(cpu=2.0, memory_mb=4096, timeout_s=300, log_cap_mb=1024)
 MINIMUMS = Resources(cpu=0.05, memory_mb=16, timeout_s=1, log_cap_mb=1)
 
 _KEYS = {"cpu": float, "memory_mb": int, "timeout_s": int, "log_cap_mb": int}
+# Switches rather than limits: no guardrail or minimum applies, and a request cannot set them.
+_FLAGS = frozenset({"egress"})
 
 
 def check(resources: Resources, where: str) -> Resources:
     """Return ``resources`` if within guardrails and minimums; raise PolicyViolation if not."""
     for name, value in asdict(resources).items():
+        if name in _FLAGS:
+            continue
         top = getattr(GUARDRAILS, name)
         low = getattr(MINIMUMS, name)
         if value > top:
@@ -86,11 +101,16 @@ def check(resources: Resources, where: str) -> Resources:
 
 
 def _apply(base: Resources, raw: Mapping[str, Any], where: str) -> Resources:
-    unknown = set(raw) - set(_KEYS)
+    unknown = set(raw) - set(_KEYS) - _FLAGS
     if unknown:
         raise PolicyViolation(f"{where}: unknown keys {sorted(unknown)}", sorted(unknown)[0])
     changes: dict[str, Any] = {}
     for key, value in raw.items():
+        if key in _FLAGS:
+            if not isinstance(value, bool):
+                raise PolicyViolation(f"{where}: {key} must be true or false", key)
+            changes[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PolicyViolation(f"{where}: {key} must be a number", key)
         changes[key] = _KEYS[key](value)
@@ -117,6 +137,12 @@ class Policy:
         if persona_raw is not None:
             resources = _apply(resources, persona_raw, f"policy for persona {persona_id}")
         if requested:
+            granted = _FLAGS & set(requested)
+            if granted:
+                name = sorted(granted)[0]
+                raise PolicyViolation(
+                    f"requested resources: {name} is set by the policy only", name
+                )
             resources = _apply(resources, requested, "requested resources")
         return resources
 
@@ -195,10 +221,14 @@ def merge(base: Policy, overrides: list[Override]) -> Policy:
 
 def check_override(values: Mapping[str, Any], where: str) -> None:
     """Raise PolicyViolation (naming the limit) if an override passes a guardrail or minimum."""
-    unknown = set(values) - set(_KEYS)
+    unknown = set(values) - set(_KEYS) - _FLAGS
     if unknown:
         raise PolicyViolation(f"{where}: unknown keys {sorted(unknown)}", sorted(unknown)[0])
     for key, value in values.items():
+        if key in _FLAGS:
+            if not isinstance(value, bool):
+                raise PolicyViolation(f"{where}: {key} must be true or false", key)
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise PolicyViolation(f"{where}: {key} must be a number", key)
         top, low = getattr(GUARDRAILS, key), getattr(MINIMUMS, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
     from shared.backends.aci import AciConfig
     from shared.events_sinks import EventSink
+
+logger = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -81,6 +84,13 @@ class Runtime:
     def publish_lines(self, run_id: str, message: str) -> None:
         """Announce a stored batch of a run's log lines to its followers."""
         self.pubsub.publish(logstream.channel(run_id), message)
+
+    def announce_status(self, run_id: str, status: str) -> None:
+        """Tell the run's followers and waiters its new (committed) status; best effort."""
+        try:
+            logstream.announce_status(self.pubsub, run_id, status)
+        except Exception:  # they poll Postgres too: a lost announcement only delays them
+            logger.debug("could not announce a status", exc_info=True)
 
     def aci(self) -> ContainerInstanceManagementClient:
         """Return the ARM client for container groups, created on first use (issue 7)."""

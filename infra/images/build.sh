@@ -4,6 +4,7 @@
 #   sandbox-runner/busybox:dev       busybox-static + applet symlinks (bare `docker run` baseline)
 #   localhost:5000/seo-adapter:dev   infra/adapters/seo/Dockerfile
 #   localhost:5000/test-adapter:dev  infra/adapters/testkit/Dockerfile
+#   sandbox-runner/egress-proxy:dev  infra/egress-proxy/Dockerfile (runs beside egress runs)
 #
 # Usage: sudo infra/images/build.sh [--force]
 #   --force  rebuild the base images (re-runs debootstrap, ignoring the cached rootfs tarball).
@@ -128,6 +129,16 @@ for spec in seo:seo-adapter testkit:test-adapter; do
     fi
     log "  -> $(docker image inspect -f '{{.Id}}' "$tag" | cut -c1-19)"
 done
+
+# The egress proxy is the platform's own image, not an adapter: it is not pushed anywhere.
+EGRESS_PROXY=sandbox-runner/egress-proxy:dev
+log "docker build -f infra/egress-proxy/Dockerfile -t $EGRESS_PROXY ."
+if ! out="$(DOCKER_BUILDKIT=0 docker build --build-arg "BASE_IMAGE=$PYTHON_BASE" \
+        -f infra/egress-proxy/Dockerfile -t "$EGRESS_PROXY" . 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    die "docker build of $EGRESS_PROXY failed"
+fi
+log "  -> $(docker image inspect -f '{{.Id}}' "$EGRESS_PROXY" | cut -c1-19)"
 
 log "done:"
 docker image ls --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' \

@@ -13,6 +13,7 @@ from services.api import deliveries as api_deliveries
 from services.api import downloads, errors, health, logs, run_list, runs  # noqa: F401
 from services.api import github_webhooks as api_github
 from services.api import metrics as api_metrics
+from services.api import openapi as api_openapi
 from services.api import policies as api_policies
 from services.api import security as api_security
 from shared.auth import TokenVerifier
@@ -47,7 +48,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         return response
 
-    api = Api(app)
+    # 401/403/429/503, 413/415/422 come from hooks, not views: a plugin documents them (issue 6).
+    api = Api(app, spec_kwargs={"extra_plugins": [api_openapi.ErrorResponses()]})
+    api_openapi.register(api)
     api.register_blueprint(runs.blp)
     api.register_blueprint(api_deliveries.blp)  # issue 9: webhooks and commit statuses
     api.register_blueprint(api_github.blp)

@@ -42,6 +42,14 @@ def _json_error(code: int, message: str) -> Any:
 
 
 @blp.route("/github", methods=["POST"])
+@blp.alt_response(200, description="ping answered")
+@blp.alt_response(202, description="run accepted (its id and status), or the event ignored")
+@blp.alt_response(400, description="X-GitHub-Delivery missing, or the body is not JSON")
+@blp.alt_response(401, description="X-Hub-Signature-256 is missing or does not match")
+@blp.alt_response(404, description="GitHub webhooks are not configured on this server")
+@blp.alt_response(409, description="this delivery is being handled by a concurrent request")
+@blp.alt_response(413, description="the run's input is over SANDBOX_MAX_INPUT_BYTES")
+@blp.alt_response(422, description="client_payload is not a valid run request")
 def github() -> Any:
     """Verify a GitHub webhook, answer ``ping`` and start runs for configured events."""
     rt = runs.runtime()

@@ -120,6 +120,9 @@ def _follow(
                     return
             assert pubsub is not None
             message = pubsub.get_message(timeout=_POLL_S)
+            if logstream.is_status(message):
+                last_poll = 0.0  # the run moved (perhaps ended): read Postgres now
+                continue
             if message and message.get("type") == "message":
                 batch = json.loads(message["data"])["lines"]
                 if batch and batch[0]["seq"] > last + 1:

@@ -36,13 +36,28 @@ blp = Blueprint(
 blp.before_request(authenticate)
 
 METHOD_PATTERN = r"^[a-z0-9_.*?\[\]-]{1,128}$"
-_CAMEL = {"cpu": "cpu", "memoryMb": "memory_mb", "timeoutS": "timeout_s", "logCapMb": "log_cap_mb"}
+_CAMEL = {
+    "cpu": "cpu",
+    "memoryMb": "memory_mb",
+    "timeoutS": "timeout_s",
+    "logCapMb": "log_cap_mb",
+    "egress": "egress",
+}
 _SNAKE = {v: k for k, v in _CAMEL.items()}
 
 
 def _limit_doc(name: str) -> dict[str, Any]:
     low, top = getattr(MINIMUMS, name), getattr(GUARDRAILS, name)
     return {"description": f"{low} to {top} (guardrail); beyond it the request is a 422."}
+
+
+class _JsonBoolean(fields.Boolean):
+    """A JSON true or false only: a switch that opens the network takes no "yes" or 1."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class PolicyLimitsSchema(Schema):
@@ -55,11 +70,17 @@ class PolicyLimitsSchema(Schema):
     memoryMb = fields.Integer(strict=True, metadata=_limit_doc("memory_mb"))
     timeoutS = fields.Integer(strict=True, metadata=_limit_doc("timeout_s"))
     logCapMb = fields.Integer(strict=True, metadata=_limit_doc("log_cap_mb"))
+    egress = _JsonBoolean(
+        metadata={
+            "description": "Network through the run's proxy to SANDBOX_EGRESS_ALLOW_HOSTS "
+            "only (default false: no network)."
+        },
+    )
 
     @validates_schema
     def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
         if not data:
-            raise ValidationError("name at least one of cpu, memoryMb, timeoutS, logCapMb")
+            raise ValidationError("name at least one of cpu, memoryMb, timeoutS, logCapMb, egress")
 
 
 class PolicyEntrySchema(Schema):

@@ -37,6 +37,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "backend": run.backend,
         "imageDigest": run.image_digest,
         "plan": run.plan if run.dry_run else None,
+        # None without network; else what the egress proxy refused (redacted when stored).
+        "egress": run.egress,
         "callback": run.callback,  # a URL and a secret *reference*, or an endpoint name
         "github": run.github,
         "logs": {

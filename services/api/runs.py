@@ -5,16 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
+import redis
 from flask import current_app, g, request, url_for
 from flask_smorest import Blueprint, abort
 
 from services.api.callbacks import check_targets
 from services.api.presenters import run_json
-from services.api.schemas import RunRequestSchema
-from shared import dispatch
+from services.api.schemas import RunGetQuerySchema, RunRequestSchema
+from shared import dispatch, logstream
 from shared.db import idempotency
 from shared.db import runs as runs_db
 from shared.queues import TaskNames
@@ -48,7 +50,7 @@ class _KeyTaken(Exception):
 
 
 @blp.route("", methods=["POST"])
-@blp.arguments(RunRequestSchema)
+@blp.arguments(RunRequestSchema())
 @blp.response(202)
 @blp.alt_response(409, description="Idempotency-Key reused with another body")
 @blp.alt_response(413, description="input over SANDBOX_MAX_INPUT_BYTES")
@@ -107,9 +109,9 @@ def _submit_once(
             conn, caller, key, digest, run.id, rt.settings.idempotency_ttl_s
         ):
             raise _KeyTaken
-        dispatch_id = dispatch.enqueue(conn, TaskNames.PROVISION, run.id)
+        queued = dispatch.enqueue(conn, TaskNames.PROVISION, run.id)
     # Committed: the run is safe. Ring now; if the broker is down the relay rings later.
-    dispatch.flush_in_background(rt.celery, rt.pool, [dispatch_id])
+    dispatch.flush_in_background(rt.celery, rt.pool, [queued])
     logger.info(
         "run accepted",
         extra={"runId": str(run.id), "methodId": run.method_id, "requestId": g.request_id},
@@ -149,21 +151,68 @@ def cancel(run_id: str) -> Any:
         if run.status is not RunStatus.CANCELLED:
             abort(409, message=f"run already ended {run.status.value}; it cannot be cancelled")
     # A running container is stopped by its executor, whose lease the cancel just revoked.
+    runtime().announce_status(str(rid), run.status.value)
     logger.info("run cancelled", extra={"runId": str(rid), "requestId": g.request_id})
     return run_json(run)
 
 
 @blp.route("/<run_id>", methods=["GET"])
+@blp.arguments(RunGetQuerySchema(), location="query")
 @blp.response(200)
 @blp.alt_response(404, description="No run with this id")
-def get_run(run_id: str) -> Any:
-    """Return a run's status, result, limits and timestamps."""
+def get_run(query: dict[str, Any], run_id: str) -> Any:
+    """Return a run's status, result, limits and timestamps.
+
+    With ``wait``, a run that is not over yet is answered when it ends (or when the wait is up):
+    a client waiting for a result needs one request instead of a polling loop.
+    """
     rid = parse_id(run_id)
-    with runtime().pool.connection() as conn:
+    rt = runtime()
+    with rt.pool.connection() as conn:
         run = runs_db.get_run(conn, rid)
     if run is None:
         abort(404, message=f"no run with id {run_id!r}")
+    if query["wait"] > 0 and not run.terminal:
+        run = _wait_for_end(rt, rid, query["wait"]) or run
     return run_json(run)
+
+
+_WAIT_POLL_S = 0.5
+
+
+def _wait_for_end(rt: Runtime, run_id: uuid.UUID, wait_s: float) -> runs_db.Run | None:
+    """Return the run once it is over or ``wait_s`` passed; woken by its status announcements.
+
+    Postgres is re-read every half second as well, for ends nobody announced (a reconciler's
+    deadline, a lost message) and when Redis is unreachable.
+    """
+    deadline = time.monotonic() + wait_s
+    pubsub = None
+    try:
+        pubsub = rt.pubsub.pubsub(ignore_subscribe_messages=True)
+        # Subscribed before the next read, so an end between the two is not missed.
+        pubsub.subscribe(logstream.channel(str(run_id)))
+    except redis.RedisError:
+        pubsub = None
+    try:
+        while True:
+            with rt.pool.connection() as conn:
+                run = runs_db.get_run(conn, run_id)
+            if run is None or run.terminal or time.monotonic() >= deadline:
+                return run
+            until = min(deadline, time.monotonic() + _WAIT_POLL_S)
+            while (left := until - time.monotonic()) > 0:
+                if pubsub is None:
+                    time.sleep(left)
+                    break
+                try:
+                    if logstream.is_status(pubsub.get_message(timeout=left)):
+                        break
+                except redis.RedisError:
+                    pubsub = None
+    finally:
+        if pubsub is not None:
+            pubsub.close()
 
 
 @blp.before_request

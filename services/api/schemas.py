@@ -135,6 +135,22 @@ class RunRequestSchema(Schema):
                 raise ValidationError("must not contain NUL characters or lone surrogates", name)
 
 
+class RunGetQuerySchema(Schema):
+    """Options of ``GET /api/sandbox/runs/<id>``."""
+
+    class Meta:
+        unknown = RAISE
+
+    wait = fields.Float(
+        load_default=0.0,
+        validate=validate.Range(min=0, max=60),
+        metadata={
+            "description": "Seconds to hold the request until the run is over (long poll); "
+            "the answer comes as soon as it ends, or with the current state when the time is up."
+        },
+    )
+
+
 class LogsQuerySchema(Schema):
     """Paging of ``GET /api/sandbox/runs/<id>/logs``."""
 

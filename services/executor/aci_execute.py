@@ -6,11 +6,17 @@ its log, and re-schedules itself with a countdown (far below the broker's visibi
 until the container has stopped. The last poll records the outcome exactly as the Docker path
 does (same statuses, same reasons) and deletes the group once the outcome is committed.
 
-Logs: ACI keeps one interleaved log per container (4 MB while running, only the last 16 KB or
-1,000 lines after it stops), so every poll reads it whole and feeds it to the same LogCapture
-the Docker path uses. LogCapture skips lines by position (the raw line count stored with the
-lease), exactly as when an executor re-attaches to a Docker container: no line twice. All lines
-land on ``stdout``: ACI does not keep the streams apart.
+Logs: ACI keeps one interleaved log per container and returns only its tail (4 MB while it
+runs, the last 16 KB or 1,000 lines after it stops), so every poll reads the tail while the
+container runs and appends what is new to our own copy of the log (``aci_logs``: overlap
+matching, a marker line where output was lost). The copy is fed to the same LogCapture the
+Docker path uses, which skips lines by position (the raw line count stored with the lease),
+exactly as when an executor re-attaches to a Docker container: no line twice. All lines land
+on ``stdout``: ACI does not keep the streams apart.
+
+Under ``auto``, ACI refusing the group for capacity (429, 503, quota) when it is created hands
+the attempt back to the Docker path (``FallBackToDocker``), recorded on the run as the
+provisioner records its own fallback.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 import uuid
 from typing import Any
 
+from services.executor import aci_logs
 from services.executor.log_capture import LogCapture
 from services.executor.outcome import hand_to_finalizer
 from shared import dispatch
@@ -30,11 +37,21 @@ from shared.errors import BackendError, BackendUnavailable, ImageNotFound
 from shared.policy import Resources
 from shared.queues import TaskNames
 from shared.runtime import Runtime
+from shared.secrets import SecretError
 from shared.states import RunStatus
+from shared.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
 _NO_LINES = {"stdout": 0, "stderr": 0}
+
+
+class FallBackToDocker(Exception):
+    """ACI refused the group of an ``auto`` run: this attempt runs on Docker (``run`` says so)."""
+
+    def __init__(self, run: runs_db.Run) -> None:
+        super().__init__("ACI refused the container group; the attempt runs on Docker")
+        self.run = run
 
 
 def poll_owner(run_id: uuid.UUID, attempt: int) -> str:
@@ -46,7 +63,8 @@ def start(rt: Runtime, run: runs_db.Run, owner: str) -> RunStatus | None:
     """Create (or find) the attempt's container group and hand the run to the poll task.
 
     Raises BackendUnavailable (after releasing the lease) when ACI is throttling, out of
-    quota or unreachable, so the execute task retries with backoff.
+    quota or unreachable, so the execute task retries with backoff; FallBackToDocker instead
+    when the run's backend was chosen under ``auto`` and ACI refused the group for capacity.
     """
     from services.executor import execute as ex  # the shared claim/attempt helpers
 
@@ -56,15 +74,29 @@ def start(rt: Runtime, run: runs_db.Run, owner: str) -> RunStatus | None:
         if cfg is None:
             raise BackendError("ACI is not configured (SANDBOX_ACI_SUBSCRIPTION_ID)")
         client = rt.aci()
-        state = aci.get(client, cfg, aci.group_name(str(run.id), run.attempt))
+        # A run claimed from ready has a brand-new attempt number no group can carry yet.
+        state = (
+            None
+            if run.takeovers == 0
+            else aci.get(client, cfg, aci.group_name(str(run.id), run.attempt))
+        )
         if state is None and run.raw_lines not in (None, _NO_LINES):
             # The attempt printed before its group vanished: start a clean attempt.
             fresh = ex._new_attempt(rt, run, owner)
             if fresh is None:
                 return None
             run = fresh
+            _discard_copy(rt, run.id)
         if state is None:
-            aci.create(client, cfg, _spec(run))
+            try:
+                aci.create(client, cfg, _spec(run))
+            except aci.AciCapacity as exc:
+                if (run.plan or {}).get("backendChoice", {}).get("asked") != "auto":
+                    raise
+                docker_run = _fall_back_to_docker(rt, run, owner, exc)
+                if docker_run is None:
+                    return None  # the run moved on meanwhile (cancelled, taken over)
+                raise FallBackToDocker(docker_run) from exc
         else:
             logger.info("re-attaching to the attempt's container group", extra=log)
     except BackendUnavailable:
@@ -101,6 +133,39 @@ def start(rt: Runtime, run: runs_db.Run, owner: str) -> RunStatus | None:
     return RunStatus.RUNNING
 
 
+def _fall_back_to_docker(
+    rt: Runtime, run: runs_db.Run, owner: str, exc: BackendError
+) -> runs_db.Run | None:
+    """Move an ``auto`` run to Docker, recording why as the provisioner does.
+
+    Only a refusal ARM answered (429, 503, quota) leads here, so no group exists for the
+    attempt: the Docker container is its only one. Returns None when the run moved on.
+    """
+    plan = dict(run.plan or {})
+    choice = dict(plan.get("backendChoice") or {})
+    reason = rt.redactor().redact_text(f"ACI refused the container group at execution: {exc}")
+    choice.update(chosen="docker", fallbackReason=reason)
+    plan.update(backend="docker", backendChoice=choice)
+    with rt.pool.connection() as conn:
+        moved = runs_db.transition(
+            conn,
+            run.id,
+            RunStatus.RUNNING,
+            from_=(RunStatus.RUNNING,),
+            attempt=run.attempt,
+            owner=owner,
+            backend="docker",
+            plan=plan,
+        )
+    if moved is not None:
+        logger.info(
+            "ACI not usable; the run goes to Docker: %s",
+            reason,
+            extra={"runId": str(run.id), "attempt": run.attempt},
+        )
+    return moved
+
+
 def poll(rt: Runtime, run_id: uuid.UUID, attempt: int) -> float | None:
     """Look at the attempt's group once; return the countdown to the next poll, or None.
 
@@ -132,6 +197,7 @@ def _poll_locked(rt: Runtime, run_id: uuid.UUID, attempt: int) -> float | None:
     if run.terminal:
         # Cancelled, or ended by the reconciler: stop the container by deleting its group.
         _delete(client, cfg, name)
+        _discard_copy(rt, run_id)
         return None
     if run.status is not RunStatus.RUNNING or run.lease_owner != owner:
         return None
@@ -168,10 +234,21 @@ def _poll_locked(rt: Runtime, run_id: uuid.UUID, attempt: int) -> float | None:
     except BackendUnavailable:
         return _countdown(rt, elapsed, busy=True)
     final = state.terminated or timed_out
+    try:
+        copy = aci_logs.LogCopy.load(rt.blobs, _copy_key(rt), str(run_id), attempt)
+        copy.extend(content.encode(), stopped=state.container_state == "Terminated")
+    except StorageError:
+        logger.warning("cannot keep the ACI log copy; polling later", extra=log)
+        return _countdown(rt, elapsed, busy=True)
+    except (aci_logs.CopyUnreadable, SecretError) as exc:
+        _error(rt, run, owner, BackendError(str(exc)))
+        return None
     capture = LogCapture.for_run(rt, run, owner)
-    lines = _lines(content, final=final)
+    lines = _lines(copy.text(), final=final)
     if lines:
         capture.sink_lines("stdout", lines)
+    if copy.gaps:
+        capture.truncated = True  # some output was not kept: the run's logs say so
     capture.close()
     if capture.revoked:
         return None
@@ -207,9 +284,10 @@ def _finish(
     )
     if moved is None:
         return None
-    # Only now, with the outcome committed, may the group go (as on Docker).
+    # Only now, with the outcome committed, may the group and the raw log copy go.
     assert rt.aci_config is not None
     _delete(rt.aci(), rt.aci_config, aci.group_name(str(run.id), run.attempt))
+    _discard_copy(rt, run.id)
     logger.info(
         "container group finished",
         extra={
@@ -239,6 +317,7 @@ def _error(rt: Runtime, run: runs_db.Run, owner: str, exc: Exception) -> None:
         )
     if rt.aci_config is not None:
         _delete(rt.aci(), rt.aci_config, aci.group_name(str(run.id), run.attempt))
+    _discard_copy(rt, run.id)
     logger.warning("run failed on ACI: %s", reason, extra={"runId": str(run.id)})
     return None
 
@@ -251,6 +330,26 @@ def _delete(client: Any, cfg: aci.AciConfig, name: str) -> None:
         logger.warning("could not delete container group %s; the reconciler will", name)
 
 
+def _discard_copy(rt: Runtime, run_id: uuid.UUID) -> None:
+    try:
+        aci_logs.discard(rt.blobs, str(run_id))
+    except StorageError:
+        # Retention deletes the run's folder later; the copy is encrypted meanwhile.
+        logger.warning("could not delete the ACI log copy", extra={"runId": str(run_id)})
+
+
+_keys: dict[tuple[str | None, str], bytes] = {}
+
+
+def _copy_key(rt: Runtime) -> bytes:
+    """Return the log copies' key, resolved once per process (a Key Vault read at most)."""
+    where = (rt.settings.aci_log_key_ref, str(rt.settings.blob_signing_key_path))
+    key = _keys.get(where)
+    if key is None:
+        key = _keys[where] = aci_logs.copy_key(rt.settings)
+    return key
+
+
 def _countdown(rt: Runtime, elapsed: float, *, busy: bool = False) -> float:
     """Poll often at first, then back off (and longer while ACI throttles), within a cap."""
     base = max(rt.settings.aci_poll_interval_s, elapsed / 10)
@@ -259,9 +358,8 @@ def _countdown(rt: Runtime, elapsed: float, *, busy: bool = False) -> float:
     return min(base, rt.settings.aci_poll_max_interval_s)
 
 
-def _lines(content: str, *, final: bool) -> list[bytes]:
+def _lines(data: bytes, *, final: bool) -> list[bytes]:
     """Split the log into raw lines; a last line without newline waits unless the run ended."""
-    data = content.encode()
     if not data:
         return []
     parts = data.split(b"\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from typing import Any
 
@@ -12,7 +13,7 @@ from services.executor.log_capture import LogCapture
 from services.executor.outcome import hand_to_finalizer
 from shared import faults
 from shared.backends import docker as docker_backend
-from shared.backends import image_cache
+from shared.backends import egress, image_cache
 from shared.backends.docker import Heartbeat
 from shared.db import run_logs
 from shared.db import runs as runs_db
@@ -43,7 +44,10 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     faults.crash_point(rt.settings, "execute.claimed")
     if run.backend == "aci":
         # Azure Container Instances: create the group, then a poll task follows it (issue 7).
-        return aci_execute.start(rt, run, owner)
+        try:
+            return aci_execute.start(rt, run, owner)
+        except aci_execute.FallBackToDocker as fallback:
+            run = fallback.run  # `auto`, and ACI refused the group: this attempt runs here
     log = {"runId": str(run_id), "attempt": run.attempt}
     client = rt.docker()
     try:
@@ -53,6 +57,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         container = (
             None if fresh else docker_backend.find_container(client, str(run_id), run.attempt)
         )
+        started_at: float | None = None
         if container is None and run.raw_lines != {"stdout": 0, "stderr": 0}:
             # The attempt printed before its container vanished: its output cannot be
             # completed, so this becomes a new attempt from a clean slate.
@@ -60,7 +65,9 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             if run is None:
                 return None
         if container is None:
-            container = docker_backend.start(client, _spec(rt, run), first_attempt=fresh)
+            spec = egress.prepare(client, rt.settings, run.plan, _spec(rt, run))  # issue 6
+            container = docker_backend.start(client, spec, first_attempt=fresh)
+            started_at = time.time()  # saves an inspect: the wall limit counts from here
             faults.crash_point(rt.settings, "execute.after_start")
         else:
             logger.info("re-attaching to the attempt's container", extra=log)
@@ -74,6 +81,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             _heartbeat(rt, run, owner, capture),
             rt.settings.heartbeat_interval_s,
             rt.settings.max_line_bytes,
+            started_at=started_at,
         )
     except docker_backend.LeaseLost:
         logger.warning("another executor took the run over; detaching", extra=log)
@@ -92,6 +100,16 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         if current is None or current.terminal:
             docker_backend.remove(client, str(run_id), run.attempt)
         return None
+    logger.info(
+        "container finished",
+        extra={
+            **log,
+            "exitCode": outcome.exit_code,
+            "oomKilled": outcome.oom_killed,
+            "timedOut": outcome.timed_out,
+            "durationS": round(outcome.duration_s, 3),
+        },
+    )
     moved = hand_to_finalizer(
         rt,
         run,
@@ -103,6 +121,9 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         cpu_seconds=outcome.cpu_seconds,
         peak_memory_bytes=outcome.peak_memory_bytes,
         output_limited=outcome.stopped,
+        egress=egress.collect(
+            client, run.plan, str(run_id), run.attempt, capture.redactor.redact_value
+        ),
     )
     if moved is None:
         return None
@@ -110,27 +131,18 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     # point leaves the exited container for the next one to collect.
     docker_backend.remove(client, str(run_id), run.attempt)
     _care_for_image_cache(rt, client, run)
-    logger.info(
-        "container finished",
-        extra={
-            **log,
-            "exitCode": outcome.exit_code,
-            "oomKilled": outcome.oom_killed,
-            "timedOut": outcome.timed_out,
-            "durationS": round(outcome.duration_s, 3),
-        },
-    )
     return moved.status
 
 
 _image_cache = image_cache.Maintainer(interval_s=300)
+_image_uses = image_cache.UseLog(interval_s=30)
 
 
 def _care_for_image_cache(rt: Runtime, client: Any, run: runs_db.Run) -> None:
     """Record this host's use of the run's image; now and then, evict and pre-pull."""
     settings = rt.settings
     assert run.plan is not None
-    image_cache.record_use(
+    _image_uses.record(
         rt.pool,
         client,
         settings.executor_node,

@@ -43,12 +43,12 @@ def hand_to_finalizer(
             lease_owner=None,
             **outcome,
         )
-        dispatch_id = dispatch.enqueue(conn, TaskNames.FINALIZE, run.id) if moved else None
-    if moved is None or dispatch_id is None:
+        queued = dispatch.enqueue(conn, TaskNames.FINALIZE, run.id) if moved else None
+    if moved is None or queued is None:
         logger.warning(
             "attempt went stale while running; result dropped",
             extra={"runId": str(run.id), "attempt": run.attempt},
         )
         return None
-    dispatch.flush(rt.celery, rt.pool, [dispatch_id])
+    dispatch.flush(rt.celery, rt.pool, [queued])
     return moved

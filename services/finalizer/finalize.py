@@ -134,6 +134,7 @@ def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         )
     if moved is None:
         return None
+    rt.announce_status(str(run_id), moved.status.value)
     logger.info(
         "run finished: %s",
         status.value,

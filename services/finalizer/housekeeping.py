@@ -9,6 +9,7 @@ from typing import Any
 
 from shared import dispatch
 from shared.backends import docker as docker_backend
+from shared.backends import egress
 from shared.db import idempotency, outbox
 from shared.db import runs as runs_db
 from shared.errors import BackendError
@@ -33,7 +34,7 @@ _NEXT_TASK: dict[RunStatus, str] = {
 def reconcile(rt: Runtime) -> dict[str, int] | None:
     """Sweep once; return what was done, or None if another reconciler holds the lock."""
     counts: dict[str, int] = {}
-    dispatch_ids: list[int] = []
+    dispatches: list[dispatch.Dispatch] = []
     with rt.pool.connection() as conn:
         locked = conn.execute(
             "SELECT pg_try_advisory_xact_lock(%s) AS ok", (RECONCILER_LOCK,)
@@ -41,11 +42,12 @@ def reconcile(rt: Runtime) -> dict[str, int] | None:
         if not locked or not locked["ok"]:
             return None
         _end_past_deadline(rt, conn, counts)
-        dispatch_ids += _redispatch_lost(rt, conn, counts)
-        dispatch_ids += _rescue_dead_leases(rt, conn, counts)
+        dispatches += _redispatch_lost(rt, conn, counts)
+        dispatches += _rescue_dead_leases(rt, conn, counts)
         counts["idempotencyKeysPurged"] = idempotency.purge_expired(conn)
-    dispatch.flush(rt.celery, rt.pool, dispatch_ids)
+    dispatch.flush(rt.celery, rt.pool, dispatches)
     counts["orphansRemoved"] = _remove_orphans(rt)
+    counts["orphanNetworksRemoved"] = _remove_orphan_networks(rt)
     counts["aciOrphansRemoved"] = _remove_aci_orphans(rt)
     done = {k: v for k, v in counts.items() if v}
     if done:
@@ -67,28 +69,28 @@ def _end_past_deadline(rt: Runtime, conn: Any, counts: dict[str, int]) -> None:
             counts["deadlineExceeded"] = counts.get("deadlineExceeded", 0) + 1
 
 
-def _redispatch_lost(rt: Runtime, conn: Any, counts: dict[str, int]) -> list[int]:
-    ids = []
+def _redispatch_lost(rt: Runtime, conn: Any, counts: dict[str, int]) -> list[dispatch.Dispatch]:
+    queued = []
     for status, task in _NEXT_TASK.items():
         for run in runs_db.list_stale(conn, status, rt.settings.resend_after_s):
             # Touch the run so it is not re-sent again on every sweep while the task is queued.
             runs_db.touch(conn, run.id)
-            ids.append(dispatch.enqueue(conn, task, run.id))
+            queued.append(dispatch.enqueue(conn, task, run.id))
             counts[f"redispatched.{status.value}"] = (
                 counts.get(f"redispatched.{status.value}", 0) + 1
             )
-    return ids
+    return queued
 
 
-def _rescue_dead_leases(rt: Runtime, conn: Any, counts: dict[str, int]) -> list[int]:
-    ids = []
+def _rescue_dead_leases(rt: Runtime, conn: Any, counts: dict[str, int]) -> list[dispatch.Dispatch]:
+    queued = []
     for run in runs_db.list_dead_leases(conn, rt.settings.lease_timeout_s):
         runs_db.touch(conn, run.id)
         # The executor that picks this up takes the lease over, re-attaches to the container
         # and counts the takeover; past max_attempts it ends the run.
-        ids.append(dispatch.enqueue(conn, TaskNames.EXECUTE, run.id))
+        queued.append(dispatch.enqueue(conn, TaskNames.EXECUTE, run.id))
         counts["deadLeases"] = counts.get("deadLeases", 0) + 1
-    return ids
+    return queued
 
 
 def _remove_orphans(rt: Runtime) -> int:
@@ -111,6 +113,24 @@ def _remove_orphans(rt: Runtime) -> int:
         docker_backend.remove_labelled(container)
         removed += 1
     return removed
+
+
+def _remove_orphan_networks(rt: Runtime) -> int:
+    """Remove egress networks of runs that are over, unknown or on another attempt (issue 6).
+
+    Their proxies went with the containers above; a network still in use stays for next time.
+    """
+
+    def live(run_ids: list[str]) -> dict[str, int]:
+        ids = [uuid.UUID(run_id) for run_id in run_ids if _is_uuid(run_id)]
+        with rt.pool.connection() as conn:
+            return {str(k): v for k, v in runs_db.live_attempts(conn, ids).items()}
+
+    try:
+        return egress.remove_orphan_networks(rt.docker(), rt.settings.fleet_name, live)
+    except BackendError:
+        logger.warning("cannot list egress networks; orphans left for the next sweep")
+        return 0
 
 
 def _remove_aci_orphans(rt: Runtime) -> int:

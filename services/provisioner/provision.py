@@ -9,6 +9,7 @@ from typing import Any
 from shared import dispatch, faults, image_policy
 from shared.backends import choice as backend_choice
 from shared.backends import docker as docker_backend
+from shared.backends import egress
 from shared.db import runs as runs_db
 from shared.errors import ImageNotFound, PolicyViolation
 from shared.queues import TaskNames
@@ -50,7 +51,7 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         "imagePolicy": decision.to_json(),
         "resources": resources.to_json(),
         "backend": BACKEND,
-        "network": "none",
+        **egress.plan_network(resources, rt.settings.egress_allow_hosts),  # none | egress
         "pidsLimit": rt.settings.pids_limit,
     }
     values: dict[str, Any] = {
@@ -81,11 +82,11 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             **values,
         )
         # The hand-off commits with the state change: a crash after this loses nothing.
-        dispatch_id = dispatch.enqueue(conn, TaskNames.EXECUTE, run_id) if moved else None
-    if moved is None or dispatch_id is None:
+        queued = dispatch.enqueue(conn, TaskNames.EXECUTE, run_id) if moved else None
+    if moved is None or queued is None:
         return None
     faults.crash_point(rt.settings, "provision.after_commit")
-    dispatch.flush(rt.celery, rt.pool, [dispatch_id])
+    dispatch.flush(rt.celery, rt.pool, [queued])
     logger.info("run provisioned", extra={**log, "imageDigest": image.digest})
     return moved.status
 

@@ -54,6 +54,11 @@ _CAPACITY_CODES = frozenset(
         "MaxContainerGroupsPerSubscriptionReached",
     }
 )
+# What the logs API returns (the tail of the container's log): 4 MB while the container runs,
+# the last 16 KB or 1,000 lines once it has stopped (ACI's documented limits).
+LOG_BYTES_RUNNING = 4 * 1024 * 1024
+LOG_BYTES_STOPPED = 16 * 1024
+LOG_LINES_STOPPED = 1000
 _PULL_ERRORS = ("InaccessibleImage", "RegistryErrorResponse", "ErrImagePull", "Failed to pull")
 
 
@@ -299,7 +304,8 @@ def get(client: ContainerInstanceManagementClient, cfg: AciConfig, name: str) ->
 
 
 def logs(client: ContainerInstanceManagementClient, cfg: AciConfig, name: str) -> str:
-    """Return what the container printed (stdout and stderr interleaved; ACI keeps one log)."""
+    """Return the tail of what the container printed (stdout and stderr interleaved; ACI keeps
+    one log, and only its last LOG_BYTES_RUNNING / LOG_BYTES_STOPPED bytes)."""
     try:
         return client.containers.list_logs(cfg.resource_group, name, CONTAINER).content or ""
     except ResourceNotFoundError:

@@ -3,7 +3,9 @@
 The global choice is ``SANDBOX_BACKEND``; ``SANDBOX_BACKEND_RULES`` overrides it per method
 (``seo.*=aci``) or per persona and method (``<persona-uuid>/test.*=docker``), the most specific
 rule winning. Under ``auto`` the provisioner asks ACI's usage API once: unavailable (503, 429,
-unreachable) or out of quota means the run goes to Docker, and the plan says why.
+unreachable) or out of quota means the run goes to Docker, and the plan says why. ACI may still
+refuse the group when the executor creates it; ``services/executor/aci_execute.py`` then moves
+that attempt to Docker and records it in the same ``backendChoice`` fields.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -26,6 +26,9 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from shared.errors import BackendError, BackendUnavailable, ImageNotFound
 from shared.policy import Resources
+
+if TYPE_CHECKING:
+    from shared.backends.egress import EgressAttachment
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class ContainerSpec:
     # The registry digest checked at provisioning (``repo@sha256:...``), to pull by if needed.
     image_digest: str = ""
     nofile_limit: int = 1024
+    # A run the policy allows egress: its internal network and proxy (shared/backends/egress.py).
+    egress: EgressAttachment | None = None
 
 
 @dataclass(slots=True)
@@ -91,10 +96,16 @@ def connect(base_url: str | None = None, timeout: int = 30) -> docker.DockerClie
     """Return a client for the engine (DOCKER_HOST semantics when ``base_url`` is None)."""
     try:
         if base_url:
-            return docker.DockerClient(base_url=base_url, timeout=timeout)
-        return docker.from_env(timeout=timeout)
+            client = docker.DockerClient(base_url=base_url, timeout=timeout)
+        else:
+            client = docker.from_env(timeout=timeout)
     except docker.errors.DockerException as exc:
         raise BackendUnavailable(f"Docker engine unreachable: {exc}") from exc
+    # requests otherwise re-reads every *_PROXY variable of the environment on each engine call
+    # (a scan of os.environ per request: the largest CPU cost of the executor in a profile); an
+    # engine is reached over its socket or with its own TLS settings, never through a proxy.
+    client.api.trust_env = False
+    return client
 
 
 def _translate(exc: Exception, what: str) -> Exception:
@@ -258,19 +269,22 @@ def follow(
     heartbeat: Callable[[], Heartbeat] = lambda: Heartbeat.CONTINUE,
     heartbeat_interval_s: float = 2.0,
     max_line_bytes: int = 16 * 1024,
+    started_at: float | None = None,
 ) -> ContainerOutcome:
     """Stream a started container's output to ``sink`` until it exits; enforce its wall limit.
 
     Output is read from the engine's log from its first line, so following a container again
     after an executor died replays everything (the caller skips what it stored). The wall limit
-    counts from the container's own start time, not from when this call began. Raises LeaseLost
-    when ``heartbeat`` says another executor owns the run (the container is left running).
+    counts from the container's own start time (``started_at`` when the caller just started it,
+    else read from the engine), not from when this call began. Raises LeaseLost when
+    ``heartbeat`` says another executor owns the run (the container is left running).
     """
     outcome = ContainerOutcome(container_id=container.id)
     try:
-        container.reload()
-        outcome.limits = _limits_of(container)
-        started = _started_epoch(container)
+        if started_at is None:  # re-attaching: the container's own clock says when it began
+            container.reload()
+            started_at = _started_epoch(container)
+        started = started_at
         reader = threading.Thread(
             target=_pump,
             args=(client, container.id, sink, max_line_bytes),
@@ -278,9 +292,12 @@ def follow(
             daemon=True,
         )
         reader.start()
+        # Sampled only once the container outlives a first short wait: the engine rarely has a
+        # sample for a run shorter than that, and opening the stream costs the engine and us.
         stats = _StatsSampler(client, container.id)
-        stats.start()
-        verdict = _wait(container, timeout_s, heartbeat, heartbeat_interval_s, started)
+        verdict = _wait(
+            container, timeout_s, heartbeat, heartbeat_interval_s, started, on_running=stats.start
+        )
         if verdict is Heartbeat.DETACH:
             raise LeaseLost("another executor took the run over")
         outcome.timed_out = verdict == "timeout"
@@ -288,7 +305,9 @@ def follow(
         outcome.stopped = verdict is Heartbeat.STOP
         reader.join(timeout=10)
         stats.stop()
-        state = client.api.inspect_container(container.id)["State"]
+        attrs = client.api.inspect_container(container.id)
+        outcome.limits = _limits_of(attrs)
+        state = attrs["State"]
         outcome.exit_code = state.get("ExitCode")
         outcome.oom_killed = bool(state.get("OOMKilled"))
         outcome.duration_s = max(0.0, _finished_epoch(state) - started)
@@ -325,18 +344,22 @@ def run_container(
 
 
 def remove(client: docker.DockerClient, run_id: str, attempt: int) -> None:
-    """Remove an attempt's container and its input directory (gone already is fine)."""
+    """Remove an attempt's container, input directory and egress (gone already is fine)."""
     container = find_container(client, run_id, attempt)
     if container is not None:
         _remove(container)
     shutil.rmtree(_input_dir(run_id, attempt), ignore_errors=True)
+    if container is None or container.attrs["HostConfig"].get("NetworkMode") != "none":
+        from shared.backends import egress  # imports this module: a top-level import would loop
+
+        egress.remove(client, run_id, attempt)
 
 
 def remove_labelled(container: Any) -> None:
     """Remove a container found by its labels (whatever its name) and its input directory."""
     _remove(container)
-    run_id = container.labels.get(LABEL_RUN, "")
-    attempt = container.labels.get(LABEL_ATTEMPT, "")
+    run_id = labels_of(container).get(LABEL_RUN, "")
+    attempt = labels_of(container).get(LABEL_ATTEMPT, "")
     if run_id and attempt.isdigit():
         shutil.rmtree(_input_dir(run_id, int(attempt)), ignore_errors=True)
 
@@ -366,7 +389,8 @@ def _parse_docker_time(value: str | None) -> float | None:
 
 def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> Any:
     res = spec.resources
-    return client.containers.create(
+    return _create_container(
+        client,
         spec.image_id,
         name=container_name(spec.run_id, spec.attempt),
         environment={
@@ -374,6 +398,7 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> 
             "SANDBOX_METHOD_ID": spec.method_id,
             "SANDBOX_ATTEMPT": str(spec.attempt),
             "SANDBOX_INPUT_PATH": INPUT_PATH,
+            **(spec.egress.environment if spec.egress else {}),
         },
         labels={
             LABEL_RUN: spec.run_id,
@@ -390,7 +415,7 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> 
             OUTPUT_DIR: f"rw,noexec,nosuid,nodev,size={spec.tmpfs_size_mb}m,uid=65534,gid=65534,"
             "mode=0700",
         },
-        network_mode="none",
+        **(spec.egress.container_options() if spec.egress else {"network_mode": "none"}),
         nano_cpus=int(res.cpu * 1e9),
         mem_limit=f"{res.memory_mb}m",
         # Swap equal to memory means no swap: an adapter over its limit is OOM-killed, not slowed.
@@ -412,8 +437,25 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> 
     )
 
 
-def _limits_of(container: Any) -> dict[str, Any]:
-    host = container.attrs["HostConfig"]
+def _create_container(client: docker.DockerClient, image: str, **kwargs: Any) -> Any:
+    """``client.containers.create`` without the inspect it makes to return a full model.
+
+    One engine call fewer per run: nothing reads the model's attributes before the container is
+    followed, and ``follow`` inspects once at the end. Uses the SDK's own argument conversion
+    (a private helper of docker-py, pinned in requirements/) so every option means the same.
+    """
+    from docker.models.containers import _create_container_args
+
+    kwargs.update(image=image, command=None, version=client.api._version)
+    created = client.api.create_container(**_create_container_args(kwargs))
+    name = kwargs.get("name") or ""
+    return client.containers.prepare_model(
+        {"Id": created["Id"], "Name": f"/{name}", "Config": {"Labels": kwargs.get("labels")}}
+    )
+
+
+def _limits_of(attrs: dict[str, Any]) -> dict[str, Any]:
+    host = attrs["HostConfig"]
     return {
         "nanoCpus": host.get("NanoCpus"),
         "memoryBytes": host.get("Memory"),
@@ -479,23 +521,33 @@ def _wait(
     heartbeat: Callable[[], Heartbeat],
     interval_s: float,
     started: float,
+    on_running: Callable[[], None] | None = None,
+    first_wait_s: float = 0.25,
 ) -> Heartbeat | str:
     """Wait for the container to exit, renewing the lease; kill it at the wall limit.
 
+    ``on_running`` is called once if the container is still running after ``first_wait_s``.
     Returns "exited", "timeout", Heartbeat.KILL (cancelled and killed), Heartbeat.STOP (killed
     for a limit the executor enforces) or Heartbeat.DETACH.
     """
+    first = on_running is not None
     while True:
         remaining = timeout_s - (time.time() - started)
         if remaining <= 0:
             _kill(container)
             return "timeout"
         try:
-            container.wait(timeout=max(0.05, min(remaining, interval_s)))
+            step = min(remaining, first_wait_s if first else interval_s)
+            container.wait(timeout=max(0.05, step))
             return "exited"
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
             if isinstance(exc, requests.exceptions.ConnectionError) and not _is_timeout(exc):
                 raise
+        if first:
+            assert on_running is not None
+            on_running()
+            first = False
+            continue
         verdict = heartbeat()
         if verdict in (Heartbeat.KILL, Heartbeat.STOP):
             _kill(container)
@@ -529,10 +581,26 @@ def _remove(container: Any) -> None:
         logger.warning("could not remove container %s", container.id, exc_info=True)
 
 
+def list_labelled(client: docker.DockerClient, filters: dict[str, Any]) -> list[Any]:
+    """Return the containers ``filters`` selects, as the list call describes them.
+
+    Sparse: without it the SDK inspects each listed container, one engine call each, and one
+    removed between the list and its inspect failed the whole listing. ``labels_of`` reads them.
+    """
+    return list(client.containers.list(all=True, sparse=True, filters=filters))
+
+
+def labels_of(container: Any) -> dict[str, str]:
+    """Return a container's labels, from a listed (sparse) or an inspected model."""
+    attrs = container.attrs
+    labels = attrs.get("Labels") if "Labels" in attrs else (attrs.get("Config") or {}).get("Labels")
+    return labels or {}
+
+
 def _remove_other_attempts(client: docker.DockerClient, run_id: str, attempt: int) -> None:
     """Remove containers left by earlier attempts of this run (a dead executor's)."""
-    for old in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run_id}"}):
-        if old.labels.get(LABEL_ATTEMPT) != str(attempt):
+    for old in list_labelled(client, {"label": f"{LABEL_RUN}={run_id}"}):
+        if labels_of(old).get(LABEL_ATTEMPT) != str(attempt):
             _remove(old)
 
 
@@ -540,14 +608,13 @@ def list_sandbox_containers(client: docker.DockerClient, fleet: str) -> list[tup
     """Return (run id, attempt, container) for every container of this fleet."""
     found = []
     try:
-        for container in client.containers.list(
-            all=True, filters={"label": [LABEL_RUN, f"{LABEL_FLEET}={fleet}"]}
-        ):
+        for container in list_labelled(client, {"label": [LABEL_RUN, f"{LABEL_FLEET}={fleet}"]}):
+            labels = labels_of(container)
             try:
-                attempt = int(container.labels.get(LABEL_ATTEMPT, "0"))
+                attempt = int(labels.get(LABEL_ATTEMPT, "0"))
             except ValueError:
                 attempt = 0
-            found.append((container.labels[LABEL_RUN], attempt, container))
+            found.append((labels[LABEL_RUN], attempt, container))
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
         raise _translate(exc, "listing sandbox containers") from exc
     return found

@@ -37,15 +37,68 @@ class CacheReport:
 
 
 def record_use(
-    pool: ConnectionPool, client: docker.DockerClient, host: str, image_id: str, ref: str
+    pool: ConnectionPool,
+    client: docker.DockerClient,
+    host: str,
+    image_id: str,
+    ref: str,
+    uses: int = 1,
+    size: int | None = None,
 ) -> None:
-    """Note that this host just ran ``image_id`` (and how big it is)."""
-    try:
-        size = int(client.images.get(image_id).attrs.get("Size") or 0)
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        return
+    """Note that this host just ran ``image_id`` ``uses`` times (and how big it is)."""
+    if size is None:
+        size = image_size(client, image_id)
+        if size is None:
+            return
     with pool.connection() as conn:
-        cache_db.touch(conn, host, image_id, ref, size)
+        cache_db.touch(conn, host, image_id, ref, size, uses)
+
+
+def image_size(client: docker.DockerClient, image_id: str) -> int | None:
+    """Return the image's size on the engine, or None when it cannot be read."""
+    try:
+        return int(client.images.get(image_id).attrs.get("Size") or 0)
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return None
+
+
+class UseLog:
+    """A host's image uses, counted in memory and written at most every ``interval_s``.
+
+    An image inspect and a database write after every run cost the executor more than the rest
+    of its bookkeeping; eviction can live with use times up to ``interval_s`` old, because the
+    images of live runs and of existing containers are protected from it anyway.
+    """
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._sizes: dict[str, int] = {}
+        self._last = float("-inf")
+
+    def record(
+        self, pool: ConnectionPool, client: docker.DockerClient, host: str, image_id: str, ref: str
+    ) -> None:
+        """Count one use; write the counts if the last write is ``interval_s`` old."""
+        with self._lock:
+            uses = self._pending.get(image_id, (ref, 0))[1]
+            self._pending[image_id] = (ref, uses + 1)
+            if time.monotonic() - self._last < self.interval_s:
+                return
+            self._last = time.monotonic()
+            pending, self._pending = self._pending, {}
+        for pending_id, (pending_ref, count) in pending.items():
+            size = self._sizes.get(pending_id)
+            if size is None:
+                size = image_size(client, pending_id)
+                if size is None:
+                    continue
+                self._sizes[pending_id] = size
+            try:
+                record_use(pool, client, host, pending_id, pending_ref, count, size)
+            except Exception:  # bookkeeping only: the run already succeeded
+                logger.warning("could not record image use", exc_info=True)
 
 
 def maintain(

@@ -201,8 +201,8 @@ def redrive(run_id: str) -> None:
                 raise click.ClickException(f"run is {run.status.value}; nothing to redrive")
             task = NEXT_TASK[run.status]
             runs_db.touch(conn, rid)
-            outbox_id = dispatch.enqueue(conn, task, rid)
-        published = dispatch.flush(celery, pool, [outbox_id])
+            queued = dispatch.enqueue(conn, task, rid)
+        published = dispatch.flush(celery, pool, [queued])
     note = "published" if published else "left to the outbox relay (broker unavailable)"
     click.echo(f"{rid} ({run.status.value}): {task} {note}")
 

@@ -78,6 +78,11 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--memory-mb", type=int, default=None)
 @click.option("--timeout-s", type=int, default=None)
 @click.option("--log-cap-mb", type=int, default=None)
+@click.option(
+    "--egress/--no-egress",
+    default=None,
+    help="Allow network through the run's proxy to SANDBOX_EGRESS_ALLOW_HOSTS (or not).",
+)
 def set_cmd(
     persona: str | None,
     method: str | None,
@@ -85,6 +90,7 @@ def set_cmd(
     memory_mb: int | None,
     timeout_s: int | None,
     log_cap_mb: int | None,
+    egress: bool | None,
 ) -> None:
     """Replace one scope's override with the limits given (others are inherited)."""
     values = {
@@ -94,11 +100,14 @@ def set_cmd(
             "memory_mb": memory_mb,
             "timeout_s": timeout_s,
             "log_cap_mb": log_cap_mb,
+            "egress": egress,
         }.items()
         if v is not None
     }
     if not values:
-        raise click.UsageError("give at least one of --cpu --memory-mb --timeout-s --log-cap-mb")
+        raise click.UsageError(
+            "give at least one of --cpu --memory-mb --timeout-s --log-cap-mb --egress/--no-egress"
+        )
     persona_id, pattern = _scope(persona, method)
     try:
         check_override(values, "policy override")

@@ -7,13 +7,16 @@ from typing import Any
 import psycopg
 
 
-def touch(conn: psycopg.Connection[Any], host: str, image_id: str, ref: str, size: int) -> None:
-    """Record that ``host`` ran ``image_id`` now."""
+def touch(
+    conn: psycopg.Connection[Any], host: str, image_id: str, ref: str, size: int, uses: int = 1
+) -> None:
+    """Record that ``host`` ran ``image_id`` ``uses`` more times, the last one now."""
     conn.execute(
-        "INSERT INTO image_cache (host, image_id, ref, size_bytes) VALUES (%s, %s, %s, %s) "
-        "ON CONFLICT (host, image_id) DO UPDATE SET uses = image_cache.uses + 1, "
+        "INSERT INTO image_cache (host, image_id, ref, size_bytes, uses) "
+        "VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (host, image_id) DO UPDATE SET uses = image_cache.uses + EXCLUDED.uses, "
         "last_used_at = now(), ref = EXCLUDED.ref, size_bytes = EXCLUDED.size_bytes",
-        (host, image_id, ref, size),
+        (host, image_id, ref, size, uses),
     )
 
 

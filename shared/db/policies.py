@@ -10,8 +10,11 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-LIMITS = ("cpu", "memory_mb", "timeout_s", "log_cap_mb")
-_COLUMNS = "persona_id, method, cpu, memory_mb, timeout_s, log_cap_mb, updated_by, updated_at"
+# The limits and the egress switch (issue 6) a row may set; NULL means inherited.
+LIMITS = ("cpu", "memory_mb", "timeout_s", "log_cap_mb", "egress")
+_COLUMNS = (
+    "persona_id, method, cpu, memory_mb, timeout_s, log_cap_mb, egress, updated_by, updated_at"
+)
 _NIL = "'00000000-0000-0000-0000-000000000000'::uuid"
 
 
@@ -74,10 +77,11 @@ def upsert(
     full = {k: values.get(k) for k in LIMITS}
     row = conn.execute(
         "INSERT INTO resource_policy (persona_id, method, cpu, memory_mb, timeout_s, log_cap_mb, "
-        "updated_by) VALUES (%(persona_id)s, %(method)s, %(cpu)s, %(memory_mb)s, %(timeout_s)s, "
-        f"%(log_cap_mb)s, %(updated_by)s) ON CONFLICT (coalesce(persona_id, {_NIL}), "
-        "coalesce(method, '')) DO UPDATE SET cpu = EXCLUDED.cpu, memory_mb = EXCLUDED.memory_mb, "
-        "timeout_s = EXCLUDED.timeout_s, log_cap_mb = EXCLUDED.log_cap_mb, "
+        "egress, updated_by) VALUES (%(persona_id)s, %(method)s, %(cpu)s, %(memory_mb)s, "
+        "%(timeout_s)s, %(log_cap_mb)s, %(egress)s, %(updated_by)s) ON CONFLICT "
+        f"(coalesce(persona_id, {_NIL}), coalesce(method, '')) DO UPDATE SET cpu = EXCLUDED.cpu, "
+        "memory_mb = EXCLUDED.memory_mb, timeout_s = EXCLUDED.timeout_s, "
+        "log_cap_mb = EXCLUDED.log_cap_mb, egress = EXCLUDED.egress, "
         "updated_by = EXCLUDED.updated_by, updated_at = now() "
         f"RETURNING {_COLUMNS}, (xmax = 0) AS created",
         {**full, "persona_id": persona_id, "method": method, "updated_by": updated_by},

@@ -68,6 +68,8 @@ class Run:
     # Who to tell about state changes (issue 9): a webhook target and a GitHub commit.
     callback: dict[str, Any] | None = None
     github: dict[str, Any] | None = None
+    # What the egress proxy refused (issue 6), redacted; None for a run without network.
+    egress: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -77,6 +79,17 @@ class Run:
 
 _COLUMNS = [f.name for f in fields(Run)]
 _SELECT = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
+# The hottest statements as ready bytes: composing them per call cost more CPU than running them.
+# (Column names come from the Run dataclass, never from input.)
+_COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
+_INSERT_RUN = (
+    "INSERT INTO sandbox_run (id, persona_id, method_id, adapter_image, input, dry_run, "
+    "requested_resources, deadline_at, callback, github) VALUES (%(id)s, %(persona_id)s, "
+    "%(method_id)s, %(adapter_image)s, %(input)s, %(dry_run)s, %(requested)s, "
+    "now() + make_interval(secs => %(deadline)s), %(callback)s, %(github)s) "
+    f"RETURNING {_COLUMN_LIST}"
+).encode()
+_GET_RUN = f"SELECT {_COLUMN_LIST} FROM sandbox_run WHERE id = %s".encode()
 # Columns a transition may set besides status; anything else is a programming error.
 _SETTABLE = frozenset(_COLUMNS) - {
     "id",
@@ -91,7 +104,16 @@ _SETTABLE = frozenset(_COLUMNS) - {
     "updated_at",
 }
 _JSON_COLUMNS = frozenset(
-    {"resources", "plan", "evaluation", "logs_preview", "raw_lines", "redactions", "log_stats"}
+    {
+        "resources",
+        "plan",
+        "evaluation",
+        "logs_preview",
+        "raw_lines",
+        "redactions",
+        "log_stats",
+        "egress",
+    }
 )
 # The timestamp each status stamps when a run enters it.
 _STAMPS: dict[RunStatus, str] = {
@@ -124,12 +146,7 @@ def create_run(
     """Insert a queued run and its audit event (same transaction as the caller's)."""
     run_id = uuid.uuid4()
     row = conn.execute(
-        sql.SQL(
-            "INSERT INTO sandbox_run (id, persona_id, method_id, adapter_image, input, dry_run, "
-            "requested_resources, deadline_at, callback, github) VALUES (%(id)s, %(persona_id)s, "
-            "%(method_id)s, %(adapter_image)s, %(input)s, %(dry_run)s, %(requested)s, "
-            "now() + make_interval(secs => %(deadline)s), %(callback)s, %(github)s) RETURNING {}"
-        ).format(_SELECT),
+        _INSERT_RUN,
         {
             "id": run_id,
             "persona_id": persona_id,
@@ -151,9 +168,7 @@ def create_run(
 
 def get_run(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> Run | None:
     """Return the run, or None when no run has that id."""
-    row = conn.execute(
-        sql.SQL("SELECT {} FROM sandbox_run WHERE id = %s").format(_SELECT), (run_id,)
-    ).fetchone()
+    row = conn.execute(_GET_RUN, (run_id,)).fetchone()
     return _row_to_run(row) if row else None
 
 
@@ -187,66 +202,36 @@ def transition(
     unknown = set(values) - _SETTABLE
     if unknown:
         raise ValueError(f"transition cannot set {sorted(unknown)}")
-    assignments: list[sql.Composable] = [
-        sql.SQL("status = %(to)s"),
-        sql.SQL("updated_at = now()"),
-        sql.SQL("status_reason = %(reason)s"),
-    ]
     params: dict[str, Any] = {
         "to": to.value,
         "reason": reason,
         "id": run_id,
         "allowed": [s.value for s in allowed],
     }
-    if to in _STAMPS:
-        assignments.append(
-            sql.SQL("{} = COALESCE({}, now())").format(
-                sql.Identifier(_STAMPS[to]), sql.Identifier(_STAMPS[to])
-            )
-        )
-    if to in TERMINAL:
-        assignments.append(sql.SQL("finalized_at = now()"))
-        assignments.append(sql.SQL("lease_owner = NULL"))
-    if bump_attempt:
-        assignments.append(sql.SQL("attempt = attempt + 1"))
-        assignments.append(sql.SQL("""raw_lines = '{"stdout": 0, "stderr": 0}'"""))
-    if bump_takeovers:
-        assignments.append(sql.SQL("takeovers = takeovers + 1"))
-    if to is RunStatus.RUNNING:
-        assignments.append(sql.SQL("heartbeat_at = now()"))
-    if to in TERMINAL:
-        assignments.append(sql.SQL("deadline_at = NULL"))
-    elif deadline_s is not None:
-        assignments.append(sql.SQL("deadline_at = now() + make_interval(secs => %(deadline)s)"))
+    if to not in TERMINAL and deadline_s is not None:
         params["deadline"] = deadline_s
     for name, value in values.items():
         params[f"v_{name}"] = Jsonb(value) if name in _JSON_COLUMNS and value is not None else value
-        assignments.append(
-            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(f"v_{name}"))
-        )
-    guard = "r.status = ANY(%(allowed)s)"
     if attempt is not None:
-        guard += " AND r.attempt = %(attempt)s"
         params["attempt"] = attempt
     if owner is not None:
-        guard += " AND r.lease_owner = %(owner)s"
         params["owner"] = owner
     if stale_lease_s is not None:
-        guard += (
-            " AND (r.status <> 'running' OR r.heartbeat_at IS NULL"
-            " OR r.heartbeat_at < now() - make_interval(secs => %(stale)s))"
-        )
         params["stale"] = stale_lease_s
-    # The CTE reads the status before the update so the event can say where the run came from.
-    query = sql.SQL(
-        "WITH prev AS (SELECT id, status FROM sandbox_run WHERE id = %(id)s FOR UPDATE) "
-        "UPDATE sandbox_run r SET {sets} FROM prev WHERE r.id = prev.id AND {guard} "
-        "RETURNING prev.status AS previous_status, {cols}"
-    ).format(
-        sets=sql.SQL(", ").join(assignments),
-        guard=sql.SQL(guard),  # type: ignore[arg-type]
-        cols=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in _COLUMNS),
+    shape = _TransitionShape(
+        to,
+        bump_attempt,
+        bump_takeovers,
+        deadline_s is not None,
+        tuple(values),
+        attempt is not None,
+        owner is not None,
+        stale_lease_s is not None,
     )
+    query = _TRANSITION_SQL.get(shape)
+    if query is None:
+        # Composing the statement costs more CPU than running it; a process sees few shapes.
+        query = _TRANSITION_SQL[shape] = _transition_sql(shape).as_bytes(conn)
     row = conn.execute(query, params).fetchone()
     if row is None:
         return None
@@ -256,6 +241,76 @@ def transition(
         events.add_state_changed(conn, run, previous=previous)
     metrics.safe_observe_transition(previous, run)  # never raises
     return run
+
+
+@dataclass(frozen=True, slots=True)
+class _TransitionShape:
+    """What a transition statement's text depends on (its values are parameters)."""
+
+    to: RunStatus
+    bump_attempt: bool
+    bump_takeovers: bool
+    has_deadline: bool
+    values: tuple[str, ...]
+    has_attempt: bool
+    has_owner: bool
+    has_stale: bool
+
+
+_TRANSITION_SQL: dict[_TransitionShape, bytes] = {}
+
+
+def _transition_sql(shape: _TransitionShape) -> sql.Composed:
+    to = shape.to
+    assignments: list[sql.Composable] = [
+        sql.SQL("status = %(to)s"),
+        sql.SQL("updated_at = now()"),
+        sql.SQL("status_reason = %(reason)s"),
+    ]
+    if to in _STAMPS:
+        assignments.append(
+            sql.SQL("{} = COALESCE({}, now())").format(
+                sql.Identifier(_STAMPS[to]), sql.Identifier(_STAMPS[to])
+            )
+        )
+    if to in TERMINAL:
+        assignments.append(sql.SQL("finalized_at = now()"))
+        assignments.append(sql.SQL("lease_owner = NULL"))
+    if shape.bump_attempt:
+        assignments.append(sql.SQL("attempt = attempt + 1"))
+        assignments.append(sql.SQL("""raw_lines = '{"stdout": 0, "stderr": 0}'"""))
+    if shape.bump_takeovers:
+        assignments.append(sql.SQL("takeovers = takeovers + 1"))
+    if to is RunStatus.RUNNING:
+        assignments.append(sql.SQL("heartbeat_at = now()"))
+    if to in TERMINAL:
+        assignments.append(sql.SQL("deadline_at = NULL"))
+    elif shape.has_deadline:
+        assignments.append(sql.SQL("deadline_at = now() + make_interval(secs => %(deadline)s)"))
+    for name in shape.values:
+        assignments.append(
+            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(f"v_{name}"))
+        )
+    guard = "r.status = ANY(%(allowed)s)"
+    if shape.has_attempt:
+        guard += " AND r.attempt = %(attempt)s"
+    if shape.has_owner:
+        guard += " AND r.lease_owner = %(owner)s"
+    if shape.has_stale:
+        guard += (
+            " AND (r.status <> 'running' OR r.heartbeat_at IS NULL"
+            " OR r.heartbeat_at < now() - make_interval(secs => %(stale)s))"
+        )
+    # The CTE reads the status before the update so the event can say where the run came from.
+    return sql.SQL(
+        "WITH prev AS (SELECT id, status FROM sandbox_run WHERE id = %(id)s FOR UPDATE) "
+        "UPDATE sandbox_run r SET {sets} FROM prev WHERE r.id = prev.id AND {guard} "
+        "RETURNING prev.status AS previous_status, {cols}"
+    ).format(
+        sets=sql.SQL(", ").join(assignments),
+        guard=sql.SQL(guard),  # type: ignore[arg-type]
+        cols=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in _COLUMNS),
+    )
 
 
 def record_capture(

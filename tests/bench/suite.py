@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import requests
 
 from shared.auth import issue_token
 from shared.config import load_settings
-from shared.states import TERMINAL
+from shared.states import TERMINAL, RunStatus
 
 IMAGE = "localhost:5000/test-adapter:dev"
 PERSONA = "6f1c2a57-3b0e-4c55-9a51-0f4d7f1d2b11"
@@ -78,15 +79,17 @@ def body(dry_run: bool = False) -> dict[str, Any]:
 
 
 def fleet_run(api: str, session: requests.Session) -> float:
+    """Submit, then wait for the end with one long-poll GET (``wait``), as a caller would."""
     start = time.perf_counter()
     run_id = session.post(f"{api}/api/sandbox/runs", json=body(), timeout=30).json()["id"]
     while True:
-        status = session.get(f"{api}/api/sandbox/runs/{run_id}", timeout=30).json()["status"]
+        status = session.get(
+            f"{api}/api/sandbox/runs/{run_id}", params={"wait": 30}, timeout=60
+        ).json()["status"]
         if status in TERMINAL:
             if status != "succeeded":
                 raise SystemExit(f"run {run_id} ended {status}")
             return time.perf_counter() - start
-        time.sleep(0.005)
 
 
 def sdk_run(client: docker.DockerClient, workdir: Path) -> float:
@@ -131,19 +134,33 @@ def latency(table: Table, api: str, session: requests.Session, runs: int) -> Non
 def saturation(
     table: Table, api: str, session: requests.Session, runs: int, parallelism: int
 ) -> None:
+    # The burst's runs share a persona of their own, so one list query a poll tells whether any
+    # is still going (a GET per run per poll would cost the api more than the runs themselves).
+    persona = str(uuid.uuid4())
+    live = [s.value for s in RunStatus if s not in TERMINAL]
     start = time.perf_counter()
-    ids = [
-        session.post(f"{api}/api/sandbox/runs", json=body(), timeout=30).json()["id"]
-        for _ in range(runs)
-    ]
-    pending = set(ids)
-    while pending:
-        for run_id in list(pending):
-            status = session.get(f"{api}/api/sandbox/runs/{run_id}", timeout=30).json()["status"]
-            if status in TERMINAL:
-                pending.discard(run_id)
-        time.sleep(0.2)
+    for _ in range(runs):
+        response = session.post(
+            f"{api}/api/sandbox/runs", json={**body(), "personaId": persona}, timeout=30
+        )
+        response.raise_for_status()
+    while session.get(
+        f"{api}/api/sandbox/runs",
+        params={"personaId": persona, "status": live, "limit": 1},
+        timeout=30,
+    ).json()["runs"]:
+        time.sleep(0.1)
     fleet_rate = runs / (time.perf_counter() - start)
+    failed = session.get(
+        f"{api}/api/sandbox/runs",
+        params={
+            "personaId": persona,
+            "status": [s.value for s in TERMINAL - {RunStatus.SUCCEEDED}],
+        },
+        timeout=30,
+    ).json()["runs"]
+    if failed:
+        raise SystemExit(f"{len(failed)} burst runs did not succeed: {failed[0]}")
     workdir = Path(tempfile.mkdtemp())
     workdir.chmod(0o755)
     (workdir / "input.json").write_text(json.dumps(ECHO))
@@ -178,7 +195,12 @@ def saturation(
     )
 
 
-def ingest(table: Table, api: str, token: str, seconds: int, connections: int) -> None:
+def ingest(table: Table, api: str, token: str, seconds: int, connections: list[int]) -> None:
+    """Sustained dry-run submissions from wrk, at each concurrency in ``connections``.
+
+    wrk keeps every connection busy (a closed loop), so the concurrency sets the latency: the
+    figure is the best rate among the concurrencies whose p99 stays within 50 ms.
+    """
     if shutil.which("wrk") is None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
     script = Path(tempfile.mkdtemp()) / "post.lua"
@@ -193,37 +215,36 @@ def ingest(table: Table, api: str, token: str, seconds: int, connections: int) -
         " summary.errors.status + summary.errors.connect + summary.errors.timeout))\n"
         "end\n"
     )
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            "2",
-            "-c",
-            str(connections),
-            "-d",
-            f"{seconds}s",
-            "-s",
-            str(script),
-            f"{api}/api/sandbox/runs",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
-    _, total, duration_us, p99_us, _p50_us, errors = line.split()
-    rate = int(total) / (int(duration_us) / 1e6)
+    best: tuple[float, float, int] | None = None
+    for count in connections:
+        command = ["wrk", "-t", "2", "-c", str(count), "-d", f"{seconds}s", "-s", str(script)]
+        out = subprocess.run(
+            [*command, f"{api}/api/sandbox/runs"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+        _, total, duration_us, p99_us, _p50_us, errors = line.split()
+        rate, p99_ms = int(total) / (int(duration_us) / 1e6), float(p99_us) / 1000
+        table.add(
+            f"API ingest, {count} connections: req/s (p99 {p99_ms:.1f} ms, {errors} errors)",
+            rate,
+            None,
+            "req/s",
+        )
+        if p99_ms <= 50 and int(errors) == 0 and (best is None or rate > best[0]):
+            best = (rate, p99_ms, count)
     table.add(
-        f"API ingest ({connections} connections, dry runs)",
-        rate,
+        "API ingest: best rate with p99 ≤ 50 ms and no errors"
+        + (f" ({best[2]} connections, p99 {best[1]:.1f} ms)" if best else " (none)"),
+        best[0] if best else 0.0,
         None,
         "req/s",
-        "≥ 300, p99 ≤ 50 ms, no errors",
-        rate >= 300 and float(p99_us) <= 50_000 and int(errors) == 0,
+        "≥ 300",
+        best is not None and best[0] >= 300,
         ratio=None,
     )
-    table.add("API ingest p99 latency", float(p99_us) / 1000, None, "ms")
-    table.add("API ingest errors (non-2xx, connect, timeout)", float(errors), None, "")
 
 
 def rss_mb(pid: int) -> float:
@@ -272,7 +293,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("--ingest-seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, nargs="+", default=[4, 8, 16])
     args = parser.parse_args()
     token = issue_token(load_settings())
     session = requests.Session()

@@ -164,6 +164,38 @@ def test_auto_falls_back_to_docker_when_aci_answers_503(
     assert not aci_sim.created
 
 
+def test_auto_falls_back_to_docker_when_aci_refuses_the_group_at_execution(
+    aci_fleet: Fleet,
+    aci_sim: AciSimulator,  # noqa: F811
+) -> None:
+    # The usage API says yes at provisioning; the create in the executor gets 503.
+    aci_sim.refuse_create = (503, "ServiceUnavailable")
+    run = aci_fleet.run(run_request(methodId="test.auto_echo"))
+    assert run["status"] == "succeeded", run
+    assert run["backend"] == "docker"
+    with psycopg.connect(aci_fleet.env["SANDBOX_DATABASE_URL"]) as conn:  # type: ignore[attr-defined]
+        row = conn.execute("SELECT plan FROM sandbox_run WHERE id = %s", (run["id"],)).fetchone()
+    assert row is not None
+    choice = row[0]["backendChoice"]
+    assert choice["asked"] == "auto" and choice["chosen"] == "docker"
+    assert "at execution" in choice["fallbackReason"] and "503" in choice["fallbackReason"]
+    assert not aci_sim.created
+
+
+def test_output_longer_than_the_aci_log_window_is_kept_whole(
+    aci_fleet: Fleet,
+    aci_sim: AciSimulator,  # noqa: F811
+) -> None:
+    aci_sim.running_log_bytes = 32 * 1024  # ACI's window is 4 MB: make it slide here
+    run = aci_fleet.run(
+        run_request(input={"action": "spam", "lines": 2500, "width": 80, "seconds": 8})
+    )
+    assert run["status"] == "succeeded", run
+    lines = [ln["line"] for ln in aci_fleet.log_lines(run["id"])]
+    assert lines == [(f"{i:08d} " + "x" * 80)[:80] for i in range(2500)]
+    assert run["logs"]["truncated"] is False
+
+
 def test_auto_uses_aci_when_it_is_available(
     aci_fleet: Fleet,
     aci_sim: AciSimulator,  # noqa: F811

@@ -7,14 +7,22 @@ GET, DELETE and list of container groups, GET of a container's logs, and the reg
 The "container" is SCRIPTED, not run: the simulator decodes the input from the group's secret
 volume and plays the test adapter's actions (``infra/adapters/testkit``) on a clock: ``echo``
 prints and succeeds, ``exit`` exits with ``code``, ``sleep`` prints once a second, ``oom``
-ends 137 with detail status ``OOMKilled``; anything else succeeds with an empty evaluation.
-State moves Pending -> Running -> Terminated as ACI's instance view does, and after the
-container stops the log keeps only its last 1,000 lines / 16 KB, as ACI documents.
+ends 137 with detail status ``OOMKilled``, ``spam`` prints ``lines`` numbered lines of
+``width`` characters spread over ``seconds``, then ``burst`` more at once (both
+simulator-only knobs);
+anything else succeeds with an empty evaluation. State moves Pending -> Running -> Terminated
+as ACI's instance view does.
+
+The logs API answers as ACI's does: only the TAIL of the container's log, the last
+``running_log_bytes`` (4 MB) while the container runs and the last ``stopped_log_lines``
+(1,000) lines / ``stopped_log_bytes`` (16 KB) once it has stopped, cut at a byte (so the
+first line may be partial). Tests shrink the running window to make it slide.
 
 Faults a test can inject: ``unavailable`` (503 on everything), ``throttle`` (the next N
-requests get 429 with Retry-After: 0), ``quota_limit`` (the usage API's group limit),
-``pull_error_images`` (provisioning fails with a pull error), ``fail_provisioning``,
-``start_delay_s`` (slow starts).
+requests get 429 with Retry-After: 0), ``refuse_create`` ((status, ARM code) answered to
+every create while reads work: 503 or quota at execution time), ``quota_limit`` (the usage
+API's group limit), ``pull_error_images`` (provisioning fails with a pull error),
+``fail_provisioning``, ``start_delay_s`` (slow starts).
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ _GROUP = re.compile(
 _USAGE = re.compile(
     r"^/subscriptions/[^/]+/providers/Microsoft\.ContainerInstance/locations/[^/]+/usages$"
 )
-KEPT_LINES_AFTER_STOP = 1000
-KEPT_BYTES_AFTER_STOP = 16 * 1024
+RUNNING_LOG_BYTES = 4 * 1024 * 1024
+STOPPED_LOG_BYTES = 16 * 1024
+STOPPED_LOG_LINES = 1000
 
 
 @dataclass
@@ -77,6 +86,11 @@ class AciSimulator:
     fail_provisioning: bool = False
     pull_error_images: set[str] = field(default_factory=set)
     start_delay_s: float = 0.0
+    refuse_create: tuple[int, str] | None = None
+    running_log_bytes: int = RUNNING_LOG_BYTES
+    stopped_log_bytes: int = STOPPED_LOG_BYTES
+    stopped_log_lines: int = STOPPED_LOG_LINES
+    log_reads: int = 0
     groups: dict[str, Group] = field(default_factory=dict)
     created: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -116,6 +130,11 @@ class AciSimulator:
             self.fail_provisioning = False
             self.pull_error_images = set()
             self.start_delay_s = 0.0
+            self.refuse_create = None
+            self.running_log_bytes = RUNNING_LOG_BYTES
+            self.stopped_log_bytes = STOPPED_LOG_BYTES
+            self.stopped_log_lines = STOPPED_LOG_LINES
+            self.log_reads = 0
             self.groups.clear()
             self.created.clear()
             self.deleted.clear()
@@ -181,17 +200,19 @@ class AciSimulator:
         }
 
     def log(self, group: Group, now: float) -> str:
+        """Return what the logs API answers at ``now``: the tail of the log (see the docstring)."""
         started = group.created + group.start_delay_s
         end = started + group.script.duration_s
         if group.killed_at is not None:
             end = min(end, group.killed_at)
         upto = min(now, end) - started
         lines = [text for offset, text in group.script.lines if offset <= upto]
+        keep = self.running_log_bytes
         if now >= end:  # stopped: ACI keeps only the tail
-            lines = lines[-KEPT_LINES_AFTER_STOP:]
-            content = "".join(f"{line}\n" for line in lines)
-            return content.encode()[-KEPT_BYTES_AFTER_STOP:].decode(errors="ignore")
-        return "".join(f"{line}\n" for line in lines)
+            lines = lines[-self.stopped_log_lines :]
+            keep = self.stopped_log_bytes
+        data = "".join(f"{line}\n" for line in lines).encode()
+        return data[-keep:].decode(errors="ignore")  # a cut character is dropped, as ACI does
 
 
 def script_for(input_json: dict[str, Any]) -> Script:
@@ -212,6 +233,16 @@ def script_for(input_json: dict[str, Any]) -> Script:
         lines = [(float(t), f"sleep: {t}s elapsed") for t in range(1, int(seconds) + 1)]
         lines.append((seconds, evaluation({"slept": input_json.get("seconds")})))
         return Script(lines, seconds + 0.05, 0)
+    if action == "spam":
+        count, width = int(input_json.get("lines", 0)), int(input_json.get("width", 80))
+        seconds, burst = float(input_json.get("seconds", 0)), int(input_json.get("burst", 0))
+        # ``count`` lines spread over ``seconds``, then ``burst`` more at once.
+        lines = [
+            (min(seconds, seconds * i / max(count, 1)), (f"{i:08d} " + "x" * width)[:width])
+            for i in range(count + burst)
+        ]
+        lines.append((seconds, evaluation({"lines": count + burst, "width": width})))
+        return Script(lines, seconds + 0.3, 0)
     if action == "oom":
         return Script([(0.0, "allocating")], 0.3, 137, detail="OOMKilled")
     return Script([(0.0, evaluation({}))], 0.3, 0)
@@ -286,6 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
             if group is None:
                 return self._error(404, "ResourceNotFound", f"{match['name']} not found")
             if match["container"]:
+                sim.log_reads += 1
                 return self._send(200, {"content": sim.log(group, now)})
             return self._send(200, sim.view(group, now))
 
@@ -305,6 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
             data = {}
         image = props.get("containers", [{}])[0].get("properties", {}).get("image", "")
         with sim.lock:
+            if sim.refuse_create is not None:
+                status, code = sim.refuse_create
+                return self._error(status, code, "simulated: the container group was refused")
             existed = match["name"] in sim.groups
             sim.created.append(body)
             failure = None

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.sim.aci_sim import AciSimulator
+from tests.sim.amqp_sim import AmqpSimulator
 from tests.sim.keyvault_sim import KeyVaultSimulator
 from tests.sim.tls import Tls, make_tls
 
@@ -31,6 +32,22 @@ def aci_sim(aci_sim_session: AciSimulator) -> Iterator[AciSimulator]:
     aci_sim_session.reset()
     yield aci_sim_session
     aci_sim_session.reset()
+
+
+@pytest.fixture(scope="session")
+def amqp_sim_session() -> Iterator[AmqpSimulator]:
+    sim = AmqpSimulator().start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def amqp_sim(amqp_sim_session: AmqpSimulator) -> Iterator[AmqpSimulator]:
+    """The session's AMQP simulator (Event Hubs, Service Bus), emptied and without faults."""
+    amqp_sim_session.reset()
+    yield amqp_sim_session
+    assert not amqp_sim_session.errors, amqp_sim_session.errors  # the simulator's own bugs
+    amqp_sim_session.reset()
 
 
 def aci_env(sim: AciSimulator, tls: Tls) -> dict[str, str]:

@@ -3,7 +3,8 @@
 Serves ``test.run`` and every other ``test.*`` method id. The input's ``action`` selects the
 behaviour: echo, exit, sleep, oom, spam, pii, bad_evaluation, no_evaluation, env; and hostile
 ones that try to escape and report what they got: probe, fork_bomb, cpu_spin, fill_tmp,
-write_root, become_root, read_host, docker_socket, connect, dns, print_forever.
+write_root, become_root, read_host, docker_socket, connect, dns, print_forever; and fetch, which
+tries the network of a run allowed egress (through its proxy, around it, and DNS).
 """
 
 from __future__ import annotations
@@ -450,6 +451,81 @@ def action_dns(data: dict) -> dict:
     return {"attempted": True, "results": results}
 
 
+def _gateway() -> str | None:
+    # From the routing table, not DNS: the default gateway of the container's network.
+    try:
+        with open("/proc/net/route") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 2 and fields[1] == "00000000":
+                    return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _tcp(host: str, port: int) -> str:
+    try:
+        with socket.create_connection((host, port), timeout=2.0) as s:
+            s.sendall(b"exfiltrated\n")
+            return "connected"
+    except OSError as exc:
+        return exc.__class__.__name__
+
+
+def action_fetch(data: dict) -> dict:
+    # Egress runs only (issue 6). Every target comes from the input: the test passes its own
+    # containers and listeners on this machine, never an outside address.
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    proxy = os.environ.get("HTTP_PROXY", "")
+    got: dict[str, Any] = {"proxy": proxy, "interfaces": _interfaces(), "gateway": _gateway()}
+    urls: dict[str, Any] = {}
+    for url in _str_list(data, "urls"):
+        try:  # urllib sends the absolute URI to $HTTP_PROXY
+            with urllib.request.urlopen(url, timeout=5) as response:
+                urls[url] = {"status": response.status, "body": response.read(200).decode()}
+        except urllib.error.HTTPError as exc:
+            urls[url] = {"status": exc.code}
+        except OSError as exc:
+            urls[url] = {"error": exc.__class__.__name__}
+    got["urls"] = urls
+    tunnels: dict[str, Any] = {}
+    proxy_host, _, proxy_port = proxy.removeprefix("http://").partition(":")
+    for target in _str_list(data, "tunnels"):  # CONNECT host:port, then HTTP inside
+        host, _, port = target.rpartition(":")
+        conn = http.client.HTTPConnection(proxy_host, int(proxy_port or 3128), timeout=5)
+        try:
+            conn.set_tunnel(host, int(port))
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            tunnels[target] = {"status": response.status, "body": response.read(200).decode()}
+        except OSError as exc:
+            tunnels[target] = {"error": exc.__class__.__name__, "detail": str(exc)[:100]}
+        finally:
+            conn.close()
+    got["tunnels"] = tunnels
+    got["direct"] = {
+        target: _tcp(target.rpartition(":")[0], int(target.rpartition(":")[2]))
+        for target in _str_list(data, "direct")
+    }
+    gateway = got["gateway"]
+    got["gatewayPorts"] = {
+        str(port): _tcp(gateway, int(port)) if gateway else "no gateway"
+        for port in data.get("gatewayPorts", [])
+    }
+    resolved: dict[str, str] = {}
+    for name in _str_list(data, "resolve"):
+        try:
+            resolved[name] = str(socket.getaddrinfo(name, 80)[0][4])
+        except OSError as exc:
+            resolved[name] = exc.__class__.__name__
+    got["resolve"] = resolved
+    return got
+
+
 def action_print_forever(data: dict) -> dict:
     line = "y" * 1000 + "\n"
     out = sys.stdout
@@ -479,6 +555,7 @@ ACTIONS: dict[str, Callable[[dict], dict]] = {
     "docker_socket": action_docker_socket,
     "connect": action_connect,
     "dns": action_dns,
+    "fetch": action_fetch,
     "print_forever": action_print_forever,
 }
 
