@@ -77,8 +77,11 @@ def make_celery(name: str, settings: Settings, task_cls: str | type | None = Non
         task_soft_time_limit=LONGEST_TASK_S,
         task_time_limit=LONGEST_TASK_S + 30,
         worker_hijack_root_logger=False,
+        # Flower shows tasks from the workers' events; a "sent" event from every publisher
+        # as well would cost each hop a Redis publish and Flower a message, for a state
+        # ("pending") that the outbox already records.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         beat_schedule={
             # Periodic messages expire, so a stopped maintenance worker does not find a backlog.
             "reconcile": {

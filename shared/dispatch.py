@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,22 +81,70 @@ def flush(celery: Celery, pool: ConnectionPool, dispatches: Sequence[Dispatch]) 
     except (kombu.exceptions.OperationalError, OSError) as exc:
         logger.warning("broker unavailable; the relay will publish: %s", type(exc).__name__)
         return False
+    _mark_sent(pool, [item.id for item in dispatches])
+    return True
+
+
+def _mark_sent(pool: ConnectionPool, ids: list[int]) -> None:
     try:
         with pool.connection() as conn:
             # Losing this mark in a database crash costs only a duplicate publish by the relay,
             # so it need not wait for the WAL flush the run's own commits wait for.
             conn.execute("SET LOCAL synchronous_commit TO off")
             conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY(%s) AND sent_at IS NULL",
-                ([item.id for item in dispatches],),
+                "UPDATE outbox SET sent_at = now() WHERE id = ANY(%s) AND sent_at IS NULL", (ids,)
             )
     except psycopg.Error:
         logger.warning("could not mark dispatches sent; the relay may publish them again")
-    return True
 
 
-_background: tuple[int, ThreadPoolExecutor] | None = None
-_background_lock = threading.Lock()
+class _Flusher:
+    """One thread per process that publishes what requests committed, in batches.
+
+    Under load many requests commit between two passes: each pass publishes all of them and
+    marks them sent with one statement, instead of one transaction per request.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.queue: queue.SimpleQueue[
+            tuple[contextvars.Context, Celery, ConnectionPool, Sequence[Dispatch]]
+        ] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="dispatch", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._flush(batch)
+            except Exception:  # never lose the thread: the relay publishes what is left
+                logger.exception("background dispatch failed; the relay will publish")
+
+    @staticmethod
+    def _flush(
+        batch: list[tuple[contextvars.Context, Celery, ConnectionPool, Sequence[Dispatch]]],
+    ) -> None:
+        sent: dict[int, tuple[ConnectionPool, list[int]]] = {}
+        try:
+            for context, celery, pool, dispatches in batch:
+                for item in dispatches:
+                    # Each in its request's context: the request id goes into its message header.
+                    context.run(publish, celery, item.payload, str(item.event_id))
+                    sent.setdefault(id(pool), (pool, []))[1].append(item.id)
+        except (kombu.exceptions.OperationalError, OSError) as exc:
+            logger.warning("broker unavailable; the relay will publish: %s", type(exc).__name__)
+        for pool, ids in sent.values():
+            _mark_sent(pool, ids)
+
+
+_MAX_BATCH = 256
+_flusher: _Flusher | None = None
+_flusher_lock = threading.Lock()
 
 
 def flush_in_background(
@@ -107,11 +155,10 @@ def flush_in_background(
     For the api: with the broker down a publish waits out the client's connection retries
     (seconds); the run is already safe in the outbox, so the response must not wait for that.
     """
-    global _background
-    with _background_lock:
+    global _flusher
+    with _flusher_lock:
         # One thread per process, created after fork (a thread does not survive a fork).
-        if _background is None or _background[0] != os.getpid():
-            _background = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="dispatch"))
-        executor = _background[1]
-    # The copied context carries the request id into the message header (before_task_publish).
-    executor.submit(contextvars.copy_context().run, flush, celery, pool, dispatches)
+        if _flusher is None or _flusher.pid != os.getpid():
+            _flusher = _Flusher()
+        flusher = _flusher
+    flusher.queue.put((contextvars.copy_context(), celery, pool, dispatches))

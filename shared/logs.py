@@ -77,3 +77,6 @@ def configure_logging(service: str, settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    # Celery's "Task ... received" line repeats what our "task ... started" line says (the run
+    # id, with the request id): one formatted, redacted line fewer per task.
+    logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)

@@ -129,7 +129,10 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         return None
     # Only now, with the outcome committed, may the evidence go: an executor dying before this
     # point leaves the exited container for the next one to collect.
-    docker_backend.remove(client, str(run_id), run.attempt)
+    assert run.plan is not None
+    docker_backend.remove(
+        client, str(run_id), run.attempt, egress=run.plan.get("network") == "egress"
+    )
     _care_for_image_cache(rt, client, run)
     return moved.status
 

@@ -343,16 +343,31 @@ def run_container(
         remove(client, spec.run_id, spec.attempt)
 
 
-def remove(client: docker.DockerClient, run_id: str, attempt: int) -> None:
-    """Remove an attempt's container, input directory and egress (gone already is fine)."""
-    container = find_container(client, run_id, attempt)
-    if container is not None:
-        _remove(container)
-    shutil.rmtree(_input_dir(run_id, attempt), ignore_errors=True)
-    if container is None or container.attrs["HostConfig"].get("NetworkMode") != "none":
-        from shared.backends import egress  # imports this module: a top-level import would loop
+def remove(
+    client: docker.DockerClient, run_id: str, attempt: int, egress: bool | None = None
+) -> None:
+    """Remove an attempt's container, input directory and egress (gone already is fine).
 
-        egress.remove(client, run_id, attempt)
+    ``egress`` says whether the attempt had egress parts (its plan knows); None looks it up.
+    """
+    if egress is None:
+        container = find_container(client, run_id, attempt)
+        if container is not None:
+            _remove(container)
+        egress = container is None or container.attrs["HostConfig"].get("NetworkMode") != "none"
+    else:  # the caller knows: no inspect, the container goes by its name
+        try:
+            client.api.remove_container(container_name(run_id, attempt), force=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            logger.warning("could not remove the container of %s", run_id, exc_info=True)
+    shutil.rmtree(_input_dir(run_id, attempt), ignore_errors=True)
+    if egress:
+        # That module imports this one: a top-level import would loop.
+        from shared.backends import egress as egress_parts
+
+        egress_parts.remove(client, run_id, attempt)
 
 
 def remove_labelled(container: Any) -> None:

@@ -68,8 +68,13 @@ def follow(
     while True:
         if show_logs:
             after = _print_new_lines(api, run_id, headers, after)
+        # Without logs to print, one long poll waits for the end; with them, a short one.
+        wait = 0.0 if show_logs else max(0.0, min(30.0, deadline - time.monotonic()))
         run: dict[str, Any] = requests.get(
-            f"{api}/api/sandbox/runs/{run_id}", headers=headers, timeout=30
+            f"{api}/api/sandbox/runs/{run_id}",
+            params={"wait": f"{wait:.1f}"} if wait else None,
+            headers=headers,
+            timeout=30 + wait,
         ).json()
         if run["status"] in TERMINAL:
             if show_logs:
@@ -77,8 +82,9 @@ def follow(
             return run
         if time.monotonic() > deadline:
             return run
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+        if show_logs:
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
 
 
 def _print_new_lines(api: str, run_id: str, headers: dict[str, str], after: int) -> int:

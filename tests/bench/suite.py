@@ -149,7 +149,7 @@ def saturation(
         params={"personaId": persona, "status": live, "limit": 1},
         timeout=30,
     ).json()["runs"]:
-        time.sleep(0.1)
+        time.sleep(0.25)
     fleet_rate = runs / (time.perf_counter() - start)
     failed = session.get(
         f"{api}/api/sandbox/runs",
@@ -263,27 +263,53 @@ def service_rss(name: str) -> float:
     return rss_mb(pid) + sum(rss_mb(int(c)) for c in children.stdout.split())
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (a prefork child shares most of its parent's) split
+    between the processes that share them, so the children's figures add up honestly."""
+    try:
+        for row in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if row.startswith("Pss:"):
+                return int(row.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
 def memory(table: Table, api: str, session: requests.Session) -> None:
     for name in ("api", "provisioner", "executor", "finalizer", "beat", "flower"):
         table.add(f"RSS idle: {name} (all its processes)", service_rss(name), None, "MiB")
-    idle = service_rss("executor")
+    parent = int(Path(".run/executor.pid").read_text())
+    children = [
+        int(c)
+        for c in subprocess.run(
+            ["pgrep", "-P", str(parent)], capture_output=True, text=True
+        ).stdout.split()
+    ]
+    idle = sum(pss_mb(c) for c in children)
     ids = [
         session.post(
             f"{api}/api/sandbox/runs",
             timeout=30,
             json={**body(), "input": {"action": "sleep", "seconds": 4}},
         ).json()["id"]
-        for _ in range(4)
+        for _ in range(len(children))
     ]
     time.sleep(2.5)
-    busy = service_rss("executor")
+    busy = [pss_mb(c) for c in children]
     for run_id in ids:
-        while (
-            session.get(f"{api}/api/sandbox/runs/{run_id}", timeout=30).json()["status"]
-            not in TERMINAL
-        ):
-            time.sleep(0.2)
-    table.add("executor RSS per concurrent run (4 running)", (busy - idle) / 4, None, "MiB")
+        session.get(f"{api}/api/sandbox/runs/{run_id}", params={"wait": 30}, timeout=60)
+    table.add(
+        f"executor PSS per concurrent run ({len(children)} running, one per pool process)",
+        sum(busy) / len(busy),
+        None,
+        "MiB",
+    )
+    table.add(
+        "executor PSS growth while running (all pool processes, vs idle)",
+        sum(busy) - idle,
+        None,
+        "MiB",
+    )
 
 
 def main() -> None:
