@@ -21,12 +21,12 @@ def redact_stream(source: BinaryIO, sink: BinaryIO, redactor: Redactor) -> None:
     stream = StreamRedactor(redactor)
     read = getattr(source, "read1", source.read)  # read1: return what a pipe has, don't wait
     while chunk := read(_CHUNK):
-        lines = stream.feed_bytes(chunk)
-        if lines:
-            sink.write(("\n".join(lines) + "\n").encode())
-    lines = stream.close()
-    if lines:
-        sink.write(("\n".join(lines) + "\n").encode())
+        text = stream.feed_text(chunk)
+        if text:
+            sink.write(text.encode())
+    text = stream.close_text()
+    if text:
+        sink.write(text.encode())
     sink.flush()
 
 

@@ -16,6 +16,7 @@ from .finders import (
     entropy_finder,
     find_cookies,
     find_emails,
+    find_user_options,
     keyword_finder,
 )
 from .validators import (
@@ -26,8 +27,12 @@ from .validators import (
     iban_ok,
     ipv4_ok,
     ipv6_ok,
+    is_placeholder,
+    jwt_ok,
     national_phone_ok,
+    slack_ok,
     ssn_ok,
+    token_ok,
     us_phone_ok,
 )
 
@@ -46,11 +51,14 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _SHAPE_FROM, _SHAPE_TO = string.digits + string.ascii_uppercase, "0" * 10 + "A" * 26
 _SHAPE = str.maketrans(_SHAPE_FROM, _SHAPE_TO)
 _SHAPE_BYTES = bytes.maketrans(_SHAPE_FROM.encode(), _SHAPE_TO.encode())
-# The digits view is the shape view without the separators of phone and card numbers, so a
-# number written "415 555-0134" reads as one run of zeros that a literal search can find.
-# Dots stay: dropping them would make every IPv4 address and decimal look like a long number.
-_DIGIT_SEPARATORS = " ()-"
-_DIGITS = {**_SHAPE, **dict.fromkeys(map(ord, _DIGIT_SEPARATORS))}
+# The num view is the shape view with spaces read as dashes, so "4111 1111 1111 1111" and
+# "4111-1111-1111-1111" (and "(415) 555-0134") share one shape and one gate pattern. Lower-case
+# u, x and y read as one rare byte, so one gate finds the token prefixes xoxb-, xapp-, ya29.,
+# the eyJ of JWTs and the -u/--user option in a single scan (all are case-sensitive).
+_TOKEN_MARK = "\x01"
+_NUM_BYTES = bytes.maketrans(
+    (_SHAPE_FROM + " uxy").encode(), (_SHAPE_TO + "-" + _TOKEN_MARK * 3).encode()
+)
 
 
 class _Views(dict[str, str]):
@@ -69,16 +77,16 @@ class _Views(dict[str, str]):
 
 
 class TextView:
-    """Hold a text and index-aligned views of it for detectors to search.
+    """Hold a text and index-aligned views of it for detectors and gates to search.
 
     ``lower`` lets keyword patterns skip ``re.I``. ``shape`` has digits as '0' and A-Z as 'A',
     so digit patterns can start with a literal prefix (e.g. ``000-00-0000``) that the regex
     engine searches for quickly; patterns starting with a digit class crawl on log text.
-    Views are computed on first use; ``digits`` is not index-aligned (see
-    ``_DIGIT_SEPARATORS``).
+    ``num`` is the shape as ASCII bytes with number separators unified (see ``_NUM_BYTES``),
+    for the gates. Views are computed on first use.
     """
 
-    __slots__ = ("_digits", "_lower", "_shape", "text", "views")
+    __slots__ = ("_lower", "_num", "_shape", "text", "views")
 
     views: dict[str, str]
 
@@ -91,7 +99,7 @@ class TextView:
         self.text = text
         self._lower: str | None = None
         self._shape: str | None = None
-        self._digits: bytes | None = None
+        self._num: bytearray | None = None
         if eager:
             self.views = {"text": text, "lower": self.lower, "shape": self.shape}
         else:
@@ -121,19 +129,16 @@ class TextView:
         return self._shape
 
     @property
-    def digits(self) -> bytes:
-        """Return the shape view without number separators, UTF-8 encoded.
+    def num(self) -> bytearray:
+        """Return the gate view of numbers and tokens as bytes (see ``_NUM_BYTES``).
 
-        Not index-aligned with ``text``; only its lines correspond to the lines of the text.
+        Non-ASCII characters read '?', one byte each, so offsets match the text.
         """
-        if self._digits is None:
-            text = self.text
-            if text.isascii():
-                raw = text.encode("ascii").translate(_SHAPE_BYTES, _DIGIT_SEPARATORS.encode())
-            else:
-                raw = text.translate(_DIGITS).encode("utf-8", "surrogatepass")
-            self._digits = raw
-        return self._digits
+        if self._num is None:
+            # "replace" turns each non-ASCII character into one '?', so offsets still match.
+            # bytearray.translate is about twice as fast as bytes.translate.
+            self._num = bytearray(self.text.encode("ascii", "replace")).translate(_NUM_BYTES)
+        return self._num
 
     def source(self, name: str) -> str:
         """Return the view called ``name`` ("text", "lower" or "shape")."""
@@ -149,44 +154,91 @@ class Gate:
 
     ``pattern`` runs over the whole text's ``view``; its detectors then run only on the
     lines holding a match, so one scan replaces a scan per detector. Every finding of a gated
-    detector must lie on a line where the gate matches. Gate patterns start with a literal
-    (so the regex engine searches for it quickly) and check the rest with lookarounds; a
-    single rare character is searched with ``str.find`` instead, which is faster still.
+    detector must lie on a line where the gate matches. A regex gate starts with a literal
+    whose first character is rare in logs (the regex engine scans for that character, then
+    checks the rest with lookarounds); a plain string is searched with ``find`` instead, which
+    is a memchr for one character and a skipping search for a longer one. ``check``, if set,
+    is asked about each match (text, match start) and can reject it.
     """
 
     view: str
-    pattern: re.Pattern[str] | re.Pattern[bytes] | str
+    pattern: re.Pattern[str] | re.Pattern[bytes] | str | bytes
+    check: Callable[[str, int], bool] | None = None
 
 
 def _gate(view: str, pattern: str) -> Gate:
     if len(pattern) == 1:
         return Gate(view, pattern)
-    if view == "digits":
+    if view == "num":
         return Gate(view, re.compile(pattern.encode("ascii")))
     return Gate(view, re.compile(pattern))
 
+
+_CARD_LEADS = frozenset("23456")
+_CARD_BEFORE = frozenset(string.ascii_letters + string.digits + "_+")
+
+
+def _card_run(text: str, pos: int) -> bool:
+    """Tell whether the digit run at ``pos`` may be a card: Visa..Discover start with 2-6.
+
+    Epoch milliseconds and snowflake ids start with 1, so JSON logs full of them do not
+    send every line to the card detector; a 1 starts only UATP cards, of exactly 15 digits.
+    """
+    if pos and text[pos - 1] in _CARD_BEFORE:
+        return False
+    if text[pos] in _CARD_LEADS:
+        return True
+    return (
+        text[pos] == "1"
+        and text[pos + 13 : pos + 15].isdigit()
+        and not text[pos + 15 : pos + 16].isdigit()
+    )
+
+
+# Number shapes in the num view (0 = digit, A = capital, - = space or dash), as the detectors
+# behind the "num" gate write them: cards 0000-0000-0000-0 and 0000-000000-0000(0), SSNs
+# 000-00-0000 (dashes or spaces), US phones 000-000-0000, (000)-000-0000 and (000)000-0000
+# (also after a country code 1), and national numbers 000-0000-0000, 00000-000000,
+# 00000-000-000, 00-00-00-00-00 and 00-0000000. The gate finds "0-00" and checks the rest of
+# a shape after it; dates (0000-00-00), times, UUIDs, hex ids, decimals, version numbers and
+# "HTTP 200 1234" do not have one. Dotted forms (000.000.0000, 000.00.0000) get their own
+# gate anchored on the dot: a gate whose first character is rare in logs (a dot rather than a
+# digit) scans about three times faster.
+_NUM_GATE = (
+    r"0-00(?:-00-00-0|00000(?<=00-0000000)|0(?:0-0000|-000|00(?<=0000-00000)"
+    r"|0(?:(?<=000-00-0000)|(?<=\)-000-0000)|(?<=\)000-0000))))"
+)
 
 # Keys are the names in ``Detector.gate``; the comments say which detectors each one serves.
 GATES: dict[str, Gate] = {
     # key, token, cookie, *key assignments, private keys, k_live_ (Stripe), hooks.slack.com
     "k": _gate("lower", r"k(?:e[yn]|ie|_(?:live|test|prod)_|s\.slack\.com)"),
     # secret, credentials, and masks already in the text
-    "c": _gate("lower", r"c(?:re[dt]|ted:(?<=\[redacted:))"),
-    "s": _gate("lower", r"s(?:ession|ig=|s(?<=pass))"),  # session, sig=, pass*
-    "w": _gate("lower", r"w(?:d(?<=pwd)|hsec_)"),  # pwd, whsec_ (Stripe)
-    "g": _gate("lower", r"g(?:h[pousr]_|ithub_pat_|lpat-)"),  # GitHub and GitLab tokens
-    "x": _gate("lower", r"x(?:ox[abposre]-|app-|-(?<=gocspx-))"),  # Slack, GOCSPX-
-    "y": _gate("lower", r"y(?:a29\.|j(?<=eyj))"),  # ya29. (Google OAuth), eyJ (JWT)
+    "c": _gate("lower", r"re(?:[dt](?<=cre[dt])|dacted:(?<=\[redacted:))"),
+    "s": _gate("lower", r"ss(?:ion(?<=session)|(?<=pass))"),  # session, pass*
+    "w": _gate("lower", r"w(?:d(?<=pwd)|hsec_|(?<=pw))"),  # pw, pwd, whsec_ (Stripe)
+    # GitHub and GitLab tokens, sig= (Azure SAS)
+    "g": _gate("lower", r"g(?:h[pousr]_|ithub_pat_|lpat-|=(?<=sig=)|ocspx-)"),  # and GOCSPX-
+    # Slack xoxb-/xapp-, Google ya29., JWT eyJ, -u and --user after a space, tab or newline (in
+    # the num view u, x and y read \x01, J reads A and a space reads -: " -u" reads "--\x01")
+    "t": _gate(
+        "num",
+        r"\x01(?:o\x01[abposre]-|app-|a00\.|A(?<=e\x01A)|(?<=-\x01)(?<![^\n\t-]-\x01))",
+    ),
     "a": _gate("lower", r"a(?:uth|sic(?<=basic)|rer(?<=bearer))"),  # auth*, basic, bearer
     "A": _gate("text", r"A(?:KIA|SIA|BIA|CCA|Iza)"),  # AWS key ids, Google API keys
     "@": _gate("text", "@"),  # emails, user:password@ in URLs
     "~": _gate("text", "~"),  # Azure client secrets
     "+": _gate("text", "+"),  # E.164 phone numbers
-    # Cards, SSNs and phone numbers have at least 9 digits once separators are dropped, except
-    # 000.000.0000 and (000) 000.0000; an IBAN has two letters, two digits and 11 more.
-    "digits": _gate("digits", r"000000000"),
-    "dots": _gate("digits", r"\.0000(?:(?<=000\.000\.0000)|(?<=000000\.0000))"),
-    "iban": _gate("digits", r"AA00[A0]{11}"),
+    "num": _gate("num", _NUM_GATE),  # grouped cards, SSNs, phone numbers
+    # dotted US phone numbers and SSNs: 415.555.0134, (415) 555.0134, 078.05.1120
+    "dots": _gate(
+        "num",
+        r"\.0000(?!0)(?:(?<=000\.000\.0000)|(?<=000\.00\.0000)|(?<=\)000\.0000)|(?<=\)-000\.0000))",
+    ),
+    # Cards without separators: 13 or more digits starting with 2-6, or UATP (see _card_run).
+    "run": Gate("num", b"0000000000000", _card_run),
+    "iban": _gate("num", r"AA00(?<![A-Za-z0-9]AA00)-?[A0]{4}-?[A0]{4}"),
 }
 
 
@@ -303,11 +355,12 @@ _SECRET_KEYS = (
     ("pass", r"pass(?:w(?:or)?d|phrase|(?<![a-z]pass))", "s"),  # bare "pass" but not "bypass"
     ("pwd", r"pwd", "w"),
     ("secret", r"secret(?:[_-]?key)?", "c"),
-    ("token", r"token", "k"),
+    ("token", r"token(?<!jsonwebtoken)", "k"),
     ("api", r"api[_-]?key", "k"),
     ("access", r"access[_-]?key", "k"),
     ("private", r"private[_-]?key", "k"),
-    ("credential", r"credentials?", "c"),
+    ("cred", r"cred(?:s|entials?)", "c"),
+    ("pw", r"pw(?<![a-z]pw)(?=[\"' \t]*[:=])", "w"),  # pw=..., but not a word ending in pw
 )
 _ENTROPY_KEYS = (("key", "k"), ("auth", "a"), ("token", "k"), ("secret", "c"), ("session", "s"))
 _AWS_SECRET = _ASSIGN + r"[\"'\\]*([a-z0-9/+=]{40})(?![a-z0-9/+=])"
@@ -351,6 +404,33 @@ def _entropy_detector(keyword: str, gate: str) -> Detector:
     )
 
 
+def _auth_value_ok(raw: str) -> bool:
+    """Reject Authorization values that are placeholders ($TOKEN, <token>, XXXX, {base64(...)})."""
+    return not is_placeholder(raw) and raw[0] not in "<{$%"
+
+
+def _storage_key_ok(raw: str) -> bool:
+    """Accept base64 keys (mixed case and digits), not words like storageaccountkeybase64."""
+    return any(c.isupper() for c in raw) and any(c.islower() for c in raw) and has_digit(raw)
+
+
+_IBAN_RE = re.compile(r"AA00(?<![A-Za-z0-9]AA00)(?: ?[A0]{4}){2,7}(?: ?[A0]{1,3})?(?![A-Za-z0-9])")
+
+
+def _find_ibans(view: TextView) -> Iterator[Span]:
+    """Yield IBANs; a grouped one followed by a short word ("... 8901 X in") loses the word."""
+    text = view.text
+    for m in _IBAN_RE.finditer(view.source("shape")):
+        start, end = m.span()
+        while not iban_ok(text[start:end]):
+            cut = text.rfind(" ", start, end)
+            if cut - start < 14:  # two letters, two digits and two groups at least
+                break
+            end = cut
+        else:
+            yield start, end
+
+
 _PRIVATE_KEY = (
     r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
     r"(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*\Z)"
@@ -369,32 +449,67 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
     _d(
         "jwt",
         20,
-        r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+        r"eyJ[A-Za-z0-9_-]{4,}\.(?:[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*|eyJ[A-Za-z0-9_-]{4,})",
+        validate=jwt_ok,
         any_of=("eyJ",),
-        gate="y",
+        gate="t",
     ),
     _d(
         "aws_access_key_id",
         20,
         r"A(?:KIA|SIA|BIA|CCA)(?<![A-Z0-9]A[A-Z]{3})[A-Z0-9]{16}(?![A-Z0-9])",
+        validate=token_ok,
         any_of=("AKIA", "ASIA", "ABIA", "ACCA"),
         gate="A",
     ),
-    _d("github_token", 20, r"gh[pousr]_[A-Za-z0-9]{36,255}", any_of=("gh",), gate="g"),
+    _d(
+        "github_token",
+        20,
+        r"gh[pousr]_[A-Za-z0-9]{36,255}",
+        validate=token_ok,
+        any_of=("gh",),
+        gate="g",
+    ),
     _d(
         "github_token",
         20,
         r"github_pat_[A-Za-z0-9_]{22,255}",
+        validate=token_ok,
         any_of=("github_pat_",),
         gate="g",
     ),
-    _d("gitlab_token", 20, r"glpat-[A-Za-z0-9_-]{20,}", any_of=("glpat-",), gate="g"),
-    _d("slack_token", 20, r"xox[abposre]-[A-Za-z0-9-]{10,}", any_of=("xox",), gate="x"),
-    _d("slack_token", 20, r"xapp-\d-[A-Za-z0-9-]{10,}", any_of=("xapp-",), gate="x"),
+    _d(
+        "gitlab_token",
+        20,
+        r"glpat-[A-Za-z0-9_-]{20,}",
+        validate=token_ok,
+        any_of=("glpat-",),
+        gate="g",
+    ),
+    # Bot, user, workspace and legacy tokens have numeric groups and a last alphanumeric one
+    # (xoxb-263594206564-FGqdd...); configuration tokens are xoxe.xoxp-1- and 160+ characters.
+    _d(
+        "slack_token",
+        20,
+        r"xox(?:e\.xox[bp]-\d-[A-Za-z0-9]{100,}"
+        r"|[abposre]-(?<!xoxe\.xox[bp]-)(?:[0-9]+-)+[A-Za-z0-9]{8,}(?:-[A-Za-z0-9]+)*)",
+        validate=slack_ok,
+        any_of=("xox",),
+        gate="t",
+    ),
+    _d(
+        "slack_token",
+        20,
+        r"xapp-\d-[A-Za-z0-9-]{10,}",
+        validate=token_ok,
+        any_of=("xapp-",),
+        gate="t",
+    ),
     _d(
         "slack_token",
         20,
         r"hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9+/_-]{20,}",
+        validate=token_ok,
         any_of=("hooks.slack.com",),
         gate="k",
     ),
@@ -409,15 +524,21 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
     _d(
         "google_api_key",
         20,
-        r"AIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])",
+        r"AIza(?<![\w-]AIza)[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])",
+        validate=lambda raw: token_ok(raw, 3.5),
         any_of=("AIza",),
         gate="A",
     ),
-    _d("google_oauth_token", 20, r"ya29\.[0-9A-Za-z_-]{20,}", any_of=("ya29.",), gate="y"),
-    _d("google_oauth_token", 20, r"GOCSPX-[0-9A-Za-z_-]{20,}", any_of=("GOCSPX-",), gate="x"),
+    _d("google_oauth_token", 20, r"ya29\.[0-9A-Za-z_-]{20,}", any_of=("ya29.",), gate="t"),
+    _d("google_oauth_token", 20, r"GOCSPX-[0-9A-Za-z_-]{20,}", any_of=("GOCSPX-",), gate="g"),
     Detector(
         "azure_client_secret",
-        _on("text", behind_finder(r"Q~[A-Za-z0-9_~.-]{31,34}(?![\w~.-])", r"[\w~.]{3}\d", 4)),
+        _on(
+            "text",
+            behind_finder(
+                r"Q~[A-Za-z0-9_~.-]{31,34}(?![\w~.-])", r"[\w~.]{3}\d", 4, lambda raw: token_ok(raw)
+            ),
+        ),
         20,
         ("Q~",),
         gate="~",
@@ -431,6 +552,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         + _SCHEMES
         + r"[ \t]+)?([^\s\"',;\\]+)",
         1,
+        _auth_value_ok,
         any_of=("authorization",),
         source="lower",
         absorbs=True,
@@ -461,24 +583,26 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
     _d(
         "url_password",
         30,
-        r"://[^\s:/@]*:([^\s/?#@]+(?:@[^\s/?#@]+)*)@",
+        r"://[^\s:/@]*:([^\s/?#@\"']+(?:@[^\s/?#@\"']+)*)@",
         1,
         any_of=("://",),
         absorbs=True,
         gate="@",
     ),
-    *(
-        _d(
-            "azure_storage_key",
-            30,
-            key + r"=([a-z0-9+/=]{16,})",
-            1,
-            any_of=(key,),
-            source="lower",
-            absorbs=True,
-            gate="k",
-        )
-        for key in ("accountkey", "sharedaccesskey")
+    # Connection strings (AccountKey=, SharedAccessKey=) and account keys under any name or
+    # syntax: storageAccountKey = "...", { "AccountKey", "..." }, <account_key>...</account_key>,
+    # -storagekey ... The value must be base64 of at least 30 characters.
+    _d(
+        "azure_storage_key",
+        30,
+        r"(?:account|storage|sharedaccess)[_-]?(?:access[_-]?)?key"
+        r"[\"'\]]{0,3}[ \t]*(?:=>?|:|,|>|[ \t])[ \t]*[\"'@]?([a-z0-9+/]{30,}={0,2})(?![a-z0-9+/=])",
+        1,
+        _storage_key_ok,
+        any_of=("key",),
+        source="lower",
+        absorbs=True,
+        gate="k",
     ),
     _d(
         "azure_storage_key",
@@ -488,7 +612,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         any_of=("sig=",),
         source="lower",
         absorbs=True,
-        gate="s",
+        gate="g",
     ),
     _d(
         "aws_secret_access_key",
@@ -511,43 +635,43 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         gate="c",
     ),
     *(_keyword_detector(literal, key, gate) for literal, key, gate in _SECRET_KEYS),
+    Detector("secret_assignment", _on("text", find_user_options), 40, ("-u",), gate="t"),
     Detector("cookie", _on("lower", find_cookies), 40, ("cookie",), "lower", True, "k"),
     *(_entropy_detector(key, gate) for key, gate in _ENTROPY_KEYS),
-    _d(
-        "iban",
-        50,
-        r"AA00(?<![A-Za-z0-9]AA00)(?: ?[A0]{4}){2,7}(?: ?[A0]{1,3})?(?![A-Za-z0-9])",
-        validate=iban_ok,
-        any_of=("AA00",),
-        source="shape",
-        gate="iban",
-    ),
+    Detector("iban", _find_ibans, 50, ("AA00",), "shape", gate="iban"),
     # Word characters around a card mean it is part of a hex id or token, not a card; the
     # AA00 lookbehinds stop the tail of an IBAN with a bad checksum reading as a card.
     _d(
         "card",
         50,
-        r"0000(?<![\w+-]0000)(?<!AA00 0000)(?<!AA00 [A0]{4} 0000)(?:0{9,15}"
-        r"|[ -]0000[ -]0000[ -]0{1,4}(?:[ -]0{1,3})?|[ -]000000[ -]0{4,5})(?![\w-])",
+        r"0000(?<![\w+-]0000)(?<!AA00 0000)(?<!AA00 [A0]{4} 0000)"
+        r"(?:[ -]0000[ -]0000[ -]0{1,4}(?:[ -]0{1,3})?|[ -]000000[ -]0{4,5})(?![\w-])",
         validate=card_ok,
         source="shape",
-        any_of=(
-            "0" * 13,
-            "0000 0000 0000 0",
-            "0000-0000-0000-0",
-            "0000 000000 0000",
-            "0000-000000-0000",
-        ),
-        gate="digits",
+        any_of=("0000 0000 0000 0", "0000-0000-0000-0", "0000 000000 0000", "0000-000000-0000"),
+        gate="num",
     ),
     _d(
-        "ssn",
+        "card",
         50,
-        r"000-00-0000(?<![\w-]000-00-0000)(?![\w-])",
-        validate=ssn_ok,
-        any_of=("000-00-0000",),
+        r"0000000000000(?<![\w+-]0000000000000)(?<!AA00 0000000000000)"
+        r"(?<!AA00 [A0]{4} 0000000000000)0{0,6}(?![\w-])",
+        validate=card_ok,
         source="shape",
-        gate="digits",
+        any_of=("0" * 13,),
+        gate="run",
+    ),
+    *(
+        _d(
+            "ssn",
+            50,
+            r"000([-. ])00\1(?<![\w.-]000[-. ]00[-. ])0000(?![\w-]|[.-]0)",
+            validate=ssn_ok,
+            any_of=("000-00-0000", "000.00.0000", "000 00 0000"),
+            source="shape",
+            gate=gate,
+        )
+        for gate in ("num", "dots")  # 078-05-1120 and 078 05 1120; 078.05.1120
     ),
     Detector("email", _on("text", find_emails), 50, ("@",), gate="@"),
     _d(
@@ -570,7 +694,7 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
         )
         # The same detector twice: "(415) 555-0134" passes one gate, "(415) 555.0134" the other;
         # where both pass, the second finds nothing new (same spans are ignored).
-        for gate in ("digits", "dots")
+        for gate in ("num", "dots")
     ),
     *(
         _d(
@@ -582,7 +706,19 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             source="shape",
             gate=gate,
         )
-        for sep, lit, gate in (("-", "-", "digits"), (r"\.", ".", "dots"))
+        for sep, lit, gate in (("-", "-", "num"), (r"\.", ".", "dots"))
+    ),
+    *(
+        _d(
+            "phone",
+            50,
+            r"0[ .-](?<![\w(+.-]0[ .-])(?:\(000\) ?|000[ .-])000[ .-]0000(?!\w|[.-]0)",
+            validate=lambda raw: raw[0] == "1" and us_phone_ok(raw[2:]),
+            any_of=("0-000-000-0000", "0 (000) 000", "0.000.000.0000", "0 000 000 0000"),
+            source="shape",
+            gate=gate,
+        )
+        for gate in ("num", "dots")  # with the country code: 1-312-515-2239, 1 (312) 515-2239
     ),
     # National formats with a trunk '0': French "01 23 45 67 89", UK "020 7946 0958" and
     # "07700 900123". Only these exact groupings: other digit groups are timestamps or ids.
@@ -594,9 +730,15 @@ DEFAULT_DETECTORS: tuple[Detector, ...] = (
             validate=national_phone_ok,
             any_of=(shape,),
             source="shape",
-            gate="digits",
+            gate="num",
         )
-        for shape in ("00 00 00 00 00", "000 0000 0000", "00000 000000", "00000 000 000")
+        for shape in (
+            "00 00 00 00 00",
+            "000 0000 0000",
+            "00000 000000",
+            "00000 000 000",
+            "00-0000000",  # Israel 09-7625400
+        )
     ),
 )
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import math
 import re
 from collections import Counter
+from functools import lru_cache
 
 
 def luhn_ok(digits: str) -> bool:
@@ -24,12 +26,14 @@ def luhn_ok(digits: str) -> bool:
 # Issuer prefixes of the big networks; requiring one keeps ids/timestamps (which start with 1)
 # from being masked as cards even when their Luhn digit happens to fit.
 _CARD_SEP = re.compile(r"[ -]")
-_CARD_IIN = re.compile(r"4|5[1-5]|2[2-7]|3[47]|3[0689]|6(?:011|5|4[4-9]|22)|35")
+# UATP (1, 15 digits only), Visa, Mastercard, Maestro and Dankort (50, 56-58), Amex, Diners,
+# JCB, Discover, UnionPay and the 6x Maestro ranges.
+_CARD_IIN = re.compile(r"1(?=\d{14}$)|4|5[0-8]|2[2-7]|3[0-9]|6")
 
 
 def card_ok(raw: str) -> bool:
-    if raw[0] not in "23456":
-        return False  # fast exit for the common case: millisecond timestamps
+    if raw[0] not in "123456":
+        return False
     groups = _CARD_SEP.split(raw)
     digits = "".join(groups)
     if not 13 <= len(digits) <= 19 or not _CARD_IIN.match(digits):
@@ -65,7 +69,7 @@ def iban_ok(raw: str) -> bool:
 
 
 def ssn_ok(raw: str) -> bool:
-    area, group, serial = raw.split("-")
+    area, group, serial = raw[:3], raw[4:6], raw[7:]
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
@@ -102,6 +106,24 @@ def ipv6_ok(raw: str) -> bool:
     return True
 
 
+def slack_ok(raw: str) -> bool:
+    """Require a letter in a Slack token's last group (xoxp-1234-5678-#### is a placeholder)."""
+    last = raw.rsplit("-", 1)[-1]
+    return any(ch.isalpha() for ch in last) and token_ok(raw, 2.5)
+
+
+def jwt_ok(raw: str) -> bool:
+    """Accept a JWT whose header decodes to a JSON object (eyJAAAA.eyJBBB does not)."""
+    if raw.count(".") >= 2 and raw.split(".")[2]:
+        return True  # signed: three segments are evidence enough
+    header = raw.split(".", 1)[0]
+    try:
+        decoded = base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+        return isinstance(json.loads(decoded), dict)
+    except (ValueError, binascii.Error):
+        return False
+
+
 def has_digit(raw: str) -> bool:
     return any(ch.isdigit() for ch in raw)
 
@@ -111,41 +133,91 @@ def shannon_entropy(value: str) -> float:
     if not value:
         return 0.0
     size = len(value)
-    return -sum(n / size * math.log2(n / size) for n in Counter(value).values())
+    counts = Counter(value).values()
+    return math.log2(size) - sum(n * math.log2(n) for n in counts) / size
 
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 # Values that stand for a secret without being one (templating, masking, empty markers).
 _PLACEHOLDER_RE = re.compile(
-    r"(?i)(?:|null|none|nil|true|false|undefined|redacted|hidden|masked|secret|password"
-    r"|\*+|x{3,}|\.{3,}|[-_]+|<[^<>]*>|\$\{[^}]*\}|\{\{.*\}\}|\$\(?[a-z_][a-z0-9_]*\)?"
-    r"|%\(?[a-z_]*\)?s|\[redacted:[a-z0-9_]+\])"
+    r"(?i)(?:|null|none|nil|true|false|undefined|redacted|hidden|masked|secret|password|passwd"
+    r"|pass|pwd|token|apikey|api_key|credentials?|\*+|x{3,}|\.{3,}|[-_]+|<.*>|\[[^\]]*\]"
+    r"|\$?\{.*\}|\$\(.*\)?|\$[a-z_][a-z0-9_]*|\$\d+|%\(?[a-z_]*\)?s"
+    r"|\[redacted:[a-z0-9_]+\]|.*fake.*)"
+)
+# One character repeated: XXXXXXXX, ********, 00000000 (documentation fills tokens with them).
+_FILLERS = frozenset("xXyYzZaA*#.0-_")
+
+
+@lru_cache(maxsize=4096)
+def is_placeholder(value: str) -> bool:
+    """Return True for values such as ``${DB_PASSWORD}``, ``<token>``, ``****`` or ``null``."""
+    if _PLACEHOLDER_RE.fullmatch(value) is not None:
+        return True
+    return len(value) >= 6 and is_filler(value)
+
+
+def is_filler(value: str) -> bool:
+    """Return True when one filler character (x, *, 0 ...) makes up most of ``value``."""
+    least = 0.6 * len(value)
+    return any(value.count(char) >= least for char in _FILLERS)
+
+
+@lru_cache(maxsize=4096)
+def token_ok(raw: str, min_entropy: float = 3.0) -> bool:
+    """Tell a provider token from a documentation placeholder (AKIAXXXX..., ghp_xxxx...)."""
+    return shannon_entropy(raw) >= min_entropy and not is_filler(raw[4:] or raw)
+
+
+_SEQUENCES = (
+    "abcdefghijklmnopqrstuvwxyz",
+    "zyxwvutsrqponmlkjihgfedcba",
+    "0123456789",
+    "9876543210",
+)
+# Host names and dotted identifiers (sm02915.int.contoso.com, X25519.KeyPair, s_rsa1024.pem)
+_DOTTED_RE = re.compile(r"[A-Za-z][\w-]{0,29}(?:\.[A-Za-z][\w-]{0,29})+")
+
+
+_LETTER_RUN_RE = re.compile(r"[a-z]{16}")
+
+
+# Any 8 characters in a row of an alphabet or counter: 0123456789abcdef..., ABCDEFGH...
+_SEQUENCE_RE = re.compile(
+    "|".join(sorted({seq[i : i + 8] for seq in _SEQUENCES for i in range(len(seq) - 7)}))
 )
 
 
-def is_placeholder(value: str) -> bool:
-    """Return True for values such as ``${DB_PASSWORD}``, ``<token>``, ``****`` or ``null``."""
-    return _PLACEHOLDER_RE.fullmatch(value) is not None
+def _sequential(value: str) -> bool:
+    """Return True for alphabets and counters like ``0123456789abcdef...`` (detect-secrets)."""
+    return _SEQUENCE_RE.search(value.lower()) is not None
 
 
+@lru_cache(maxsize=4096)  # logs repeat the same values; the checks are pure
 def looks_random(value: str) -> bool:
     """Return True when ``value`` looks like a generated credential rather than a word or id.
 
     Like detect-secrets' entropy plugins (limits 4.5 base64 / 3.0 hex, scaled here to the
     value's length) plus its UUID filter; lower-case values with '/' are paths, not keys.
     """
-    if len(value) < 16 or _UUID_RE.fullmatch(value):
+    if len(value) < 16 or not any(ch.isdigit() for ch in value):
         return False
-    if not any(ch.isdigit() for ch in value) or not any(ch.isalpha() for ch in value):
-        return False
-    if "/" in value and value.islower():
+    if not any(ch.isalpha() for ch in value) or ("/" in value and value.islower()):
         return False
     entropy = shannon_entropy(value)
-    if _HEX_RE.fullmatch(value):
-        return entropy >= 3.0
     # A random string cannot reach log2(len) bits when it is short; cap the bar accordingly.
-    return entropy >= min(3.5, math.log2(len(value)) - 0.5)
+    if entropy < (3.0 if _HEX_RE.fullmatch(value) else min(3.5, math.log2(len(value)) - 0.5)):
+        return False
+    # Identifiers and fillers can pass the entropy bar: UUIDs, host names and dotted names,
+    # alphabets, XXXX..., and runs of words (storageaccountkeybase64encoded).
+    return not (
+        _UUID_RE.fullmatch(value)
+        or _DOTTED_RE.fullmatch(value)
+        or _LETTER_RUN_RE.search(value)
+        or _sequential(value)
+        or is_filler(value)
+    )
 
 
 def national_phone_ok(raw: str) -> bool:

@@ -82,3 +82,70 @@ def test_dotted_number_without_leading_digits_is_not_an_ip_and_does_not_crash() 
     redactor = Redactor(keep_ip_addresses=False)
     assert redactor.redact_text("x .1.2.3 y") == "x .1.2.3 y"
     assert redactor.redact_text("at 10.1.2.3 now") == "at [REDACTED:ipv4] now"
+
+
+# Forms found in the public test fixtures of gitleaks, detect-secrets, trufflehog, presidio and
+# scrubadub (see tests/redaction_corpus/README.md).
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "curl -u elastic:P@ssw0rd$1 https://localhost:9200",
+            "curl -u elastic:[REDACTED:secret_assignment] https://localhost:9200",
+        ),
+        ("  --user 'api:d2LkV78zLx!t' \\", "  --user 'api:[REDACTED:secret_assignment]' \\"),
+        ("-u elastic:P@ssw0rd", "-u elastic:[REDACTED:secret_assignment]"),
+        ("x\n\t-u elastic:P@ssw0rd", "x\n\t-u elastic:[REDACTED:secret_assignment]"),
+        ('token := "Zf3D0LXCM3EIMbgJpUNnkRtO"', 'token := "[REDACTED:secret_assignment]"'),
+        ('API_TOKEN ?= "Zf3D0LXCM3EIMbgJpUNnkRtO"', 'API_TOKEN ?= "[REDACTED:secret_assignment]"'),
+        ('$apiToken .= "Zf3D0LXCM3"', '$apiToken .= "[REDACTED:secret_assignment]"'),
+        ('some_dict["secret"] = "s3cr3t!"', 'some_dict["secret"] = "[REDACTED:secret_assignment]"'),
+        ('apikey = @"s3cr3t!"', 'apikey = @"[REDACTED:secret_assignment]"'),
+        ('private_key "s3cr3t!";', 'private_key "[REDACTED:secret_assignment]";'),
+        (
+            '{ "AccountKey", "8jqRVtXUWiEthgIhR+dFwrB8gh3lFuquvJQ1v4eabObIj7okI1cZIuzY8zZ" }',
+            '{ "AccountKey", "[REDACTED:azure_storage_key]" }',
+        ),
+        (
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+            "[REDACTED:jwt]",
+        ),
+        ("call 1-312-515-2239 or 09-7625400", "call [REDACTED:phone] or [REDACTED:phone]"),
+        ("ssn 078 05 1123 and 109.99.6000", "ssn [REDACTED:ssn] and [REDACTED:ssn]"),
+        (
+            "uatp 122000000000003 maestro 6759649826438453",
+            "uatp [REDACTED:card] maestro [REDACTED:card]",
+        ),
+        ("iban VG96 VPVG 0000 0123 4567 8901 X in", "iban [REDACTED:iban] X in"),
+    ],
+)
+def test_fixture_forms_are_masked(line: str, expected: str) -> None:
+    assert Redactor().redact_text(line) == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "key = AKIAXXXXXXXXXXXXXXXX",
+        "ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "xoxe.xoxp-1-SlackAppConfigurationAccessTokenHere",
+        '"token4": "xoxp-572370529330-573807301142-572331691188-####################"',
+        'curl -u "${username}":"${password}"',
+        "docker run -u 1000:1000 app",
+        "docker exec -u www-data:www-data web php occ",
+        "curl --user neo4j:[PASSWORD] http://[IP]:7474/db/data/",
+        'public_key = "9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit"',
+        '\t"key_vault_name": "web21prqodx24021",',
+        'const keyStr = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"',
+        "X-MS-Exchange-Organization-AuthSource: sm02915.int.contoso.com",
+        "login(username=username, password=password)",
+        "apiKey: this.apiKey,",
+        'my_password = "fakesecret"',
+        "PuttyPassword=0",
+        "eyJAAAA.eyJBBB",
+        '  -H "Authorization: Bearer $API_KEY" \\',
+        "AccountKey=storageaccountkeybase64encoded;EndpointSuffix=core.windows.net",
+    ],
+)
+def test_fixture_false_positives_are_kept(line: str) -> None:
+    assert Redactor().redact_text(line) == line

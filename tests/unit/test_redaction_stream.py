@@ -130,3 +130,22 @@ def test_truncated_multibyte_at_close_becomes_replacement_char() -> None:
     stream = StreamRedactor(Redactor())
     assert stream.feed_bytes(b"abc \xe2\x9c") == []
     assert stream.close() == ["abc \ufffd"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(LINES), min_size=1, max_size=12),
+    st.lists(st.integers(min_value=0, max_value=2000), max_size=10),
+    st.booleans(),
+)
+def test_text_output_equals_the_joined_lines(lines: list[str], cuts: list[int], tail: bool) -> None:
+    data = ("\n".join(lines) + ("\n" if tail else "")).encode()
+    cuts = sorted({c % (len(data) + 1) for c in cuts})
+    expected, _ = run(data.decode(), [])
+    stream = StreamRedactor(Redactor())
+    out, pos = "", 0
+    for cut in [*cuts, len(data)]:
+        out += stream.feed_text(data[pos:cut])  # bytes, cut anywhere (even inside a character)
+        pos = cut
+    out += stream.close_text()
+    assert out == "".join(line + "\n" for line in expected)
