@@ -83,12 +83,20 @@ class LogCapture:
         self.skip = dict(run.raw_lines or {"stdout": 0, "stderr": 0})
         self.raw = dict.fromkeys(STREAMS, 0)
         self.stats = {name: StreamStats() for name in STREAMS}
-        # Where each blob ends now, and how far this follower's lines have reached in it.
-        self.blob_size = {name: blobs.size(log_path(str(run.id), name)) for name in STREAMS}
+        # Where each blob ends now, and how far this follower's lines have reached in it. The
+        # first attempt, never taken over, has stored nothing anywhere: no look-ups needed.
+        first = run.attempt == 1 and run.takeovers == 0
+        self.blob_size = {
+            name: 0 if first else blobs.size(log_path(str(run.id), name)) for name in STREAMS
+        }
         self.blob_position = dict.fromkeys(STREAMS, 0)
         self.blob_total = 0
-        with pool.connection() as conn:
-            self.seq, self.stored_lines, self.stored_bytes = run_logs.stored_totals(conn, run.id)
+        if first:
+            self.seq, self.stored_lines, self.stored_bytes = 0, 0, 0
+        else:
+            with pool.connection() as conn:
+                totals = run_logs.stored_totals(conn, run.id)
+            self.seq, self.stored_lines, self.stored_bytes = totals
         self.truncated = False  # inline or blob cap reached: some output was not kept
         self.overflowed = False  # the blob cap was reached
         self.revoked = False
