@@ -72,7 +72,8 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         else:
             logger.info("re-attaching to the attempt's container", extra=log)
         resources = _resources(run)
-        capture = LogCapture.for_run(rt, run, owner)
+        # A container this call started has printed nothing that was stored yet.
+        capture = LogCapture.for_run(rt, run, owner, fresh=fresh and started_at is not None)
         outcome = docker_backend.follow(
             client,
             container,

@@ -72,6 +72,7 @@ class LogCapture:
         preview_lines: int = 20,
         flush_lines: int = 500,
         flush_interval_s: float = 0.1,
+        fresh: bool = False,
     ) -> None:
         self.pool, self.blobs, self.owner = pool, blobs, owner
         self.run_id, self.attempt = run.id, run.attempt
@@ -83,9 +84,9 @@ class LogCapture:
         self.skip = dict(run.raw_lines or {"stdout": 0, "stderr": 0})
         self.raw = dict.fromkeys(STREAMS, 0)
         self.stats = {name: StreamStats() for name in STREAMS}
-        # Where each blob ends now, and how far this follower's lines have reached in it. The
-        # first attempt, never taken over, has stored nothing anywhere: no look-ups needed.
-        first = run.attempt == 1 and run.takeovers == 0
+        # Where each blob ends now, and how far this follower's lines have reached in it. A
+        # capture the caller knows to be the attempt's first (``fresh``) skips the look-ups.
+        first = fresh
         self.blob_size = {
             name: 0 if first else blobs.size(log_path(str(run.id), name)) for name in STREAMS
         }
@@ -112,8 +113,12 @@ class LogCapture:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_run(cls, rt: Runtime, run: runs_db.Run, owner: str) -> LogCapture:
-        """Return the capture of one attempt, with the limits its resources and settings set."""
+    def for_run(cls, rt: Runtime, run: runs_db.Run, owner: str, fresh: bool = False) -> LogCapture:
+        """Return the capture of one attempt, with the limits its resources and settings set.
+
+        ``fresh``: nothing of this attempt was stored yet (its container was just started by
+        this process), so where its blobs and lines end need not be looked up.
+        """
         assert run.resources is not None, "a ready run has resources"
         return cls(
             rt.pool,
@@ -125,6 +130,7 @@ class LogCapture:
             Resources.from_json(run.resources).log_cap_mb * 1024 * 1024,
             rt.publish_lines,
             rt.settings.preview_lines,
+            fresh=fresh,
         )
 
     def sink(self, stream: str, raw: bytes) -> None:

@@ -118,7 +118,11 @@ def maintain(
         if not got or not got["ok"]:
             return None
         held = cache_db.held(conn, host)
-        protected = cache_db.needed_by_live_runs(conn) | _in_use(client)
+        in_use = _in_use(client)
+        if in_use is None:
+            logger.warning("cannot list the engine's containers; no eviction this pass")
+            return report
+        protected = cache_db.needed_by_live_runs(conn) | in_use
         report.held_bytes = sum(int(row["size_bytes"]) for row in held)
         for row in held:
             if report.held_bytes <= budget_bytes:
@@ -156,11 +160,16 @@ def maintain(
     return report
 
 
-def _in_use(client: docker.DockerClient) -> set[str]:
+def _in_use(client: docker.DockerClient) -> set[str] | None:
+    """Return the image ids of the engine's containers, or None when they cannot be listed.
+
+    Sparse: the full listing inspects each container, and one removed meanwhile failed it; the
+    empty answer given then left every image unprotected.
+    """
     try:
-        return {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
+        return {c.attrs.get("ImageID", "") for c in client.containers.list(all=True, sparse=True)}
     except (docker.errors.DockerException, requests.exceptions.RequestException):
-        return set()
+        return None
 
 
 def _present(client: docker.DockerClient, ref: str) -> bool:
