@@ -305,10 +305,10 @@ def memory(table: Table, api: str, session: requests.Session) -> None:
         "MiB",
     )
     table.add(
-        "executor PSS growth while running (all pool processes, vs idle)",
-        sum(busy) - idle,
+        "executor PSS growth while running, per run (vs the same processes idle)",
+        (sum(busy) - idle) * 1024 / len(busy),
         None,
-        "MiB",
+        "KiB",
     )
 
 
