@@ -61,13 +61,16 @@ format: venv
 # Benchmarks drive the api far past a caller's fair share: the fleet they start has no rate limit.
 bench bench-logs: export SANDBOX_RATE_LIMIT_PER_MINUTE = 0
 
+# A fleet already running was started with its own rate limit: restart it without one.
 bench: up
+	infra/local/fleet.sh down && infra/local/fleet.sh up
 	$(PY) -m tests.bench.suite
 
 chaos: venv deps images
 	$(PY) -m tests.bench.chaos --runs $${CHAOS_RUNS:-200}
 
 bench-logs: up
+	infra/local/fleet.sh down && infra/local/fleet.sh up
 	$(PY) -m tests.bench.logs_bench
 
 bench-redact: venv
