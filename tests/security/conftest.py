@@ -6,6 +6,7 @@ label; it allows only the test's registry and requires signatures made by the te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -143,12 +144,40 @@ def security_fleet(
     key_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SecurityFleet]:
-    database_url = settings_env["SANDBOX_DATABASE_URL"] + "_security"
+    with running_fleet(
+        settings_env,
+        images,
+        key_dir,
+        tmp_path_factory.mktemp("security-fleet"),
+        "security",
+        {
+            "SANDBOX_PIDS_LIMIT": "64",
+            "SANDBOX_TMPFS_SIZE_MB": "16",
+            "SANDBOX_LOG_OVERFLOW": "kill",
+        },
+    ) as fleet:
+        yield fleet
+
+
+@contextlib.contextmanager
+def running_fleet(
+    settings_env: dict[str, str],
+    images: Images,
+    key_dir: Path,
+    work: Path,
+    name: str,
+    extra_env: dict[str, str],
+) -> Iterator[SecurityFleet]:
+    """Run a fleet with its own database and Redis (``name``) that trusts the test registry.
+
+    Signatures are required (the test key); ``extra_env`` adds or overrides settings. On exit the
+    services are killed and the fleet's containers removed.
+    """
+    database_url = settings_env["SANDBOX_DATABASE_URL"] + f"_{name}"
     ensure_database(database_url)
     migrate(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE sandbox_run_log, outbox, idempotency_key, sandbox_run")
-    work = tmp_path_factory.mktemp("security-fleet")
     redis = RedisServer(work / "redis")
     redis.dir.mkdir()
     redis.start()
@@ -161,14 +190,12 @@ def security_fleet(
         "SANDBOX_DATABASE_URL": database_url,
         "SANDBOX_BROKER_URL": redis.url,
         "SANDBOX_STATE_DIR": str(work / "state"),
-        "SANDBOX_FLEET_NAME": "security-" + database_url.rsplit("/", 1)[1],
+        "SANDBOX_FLEET_NAME": f"{name}-" + database_url.rsplit("/", 1)[1],
         "SANDBOX_IMAGE_REGISTRIES": images.registry.host,
         "SANDBOX_IMAGE_REQUIRE_SIGNATURE": "true",
         "SANDBOX_IMAGE_SIGNING_KEYS": f"file:{key_dir / 'good.pub.pem'}",
-        "SANDBOX_PIDS_LIMIT": "64",
-        "SANDBOX_TMPFS_SIZE_MB": "16",
-        "SANDBOX_LOG_OVERFLOW": "kill",
         "SANDBOX_HEARTBEAT_INTERVAL_S": "0.5",
+        **extra_env,
     }
     settings = load_settings(env)
     port = free_port()
@@ -180,14 +207,14 @@ def security_fleet(
         port=port,
         settings=settings,
     )
-    for name in SERVICES:
-        fleet.start(name)
     try:
+        for service in SERVICES:
+            fleet.start(service)
         wait_ready(fleet.base, fleet.procs, logs)
         yield fleet
     finally:
-        for name in list(fleet.procs):
-            proc = fleet.procs.pop(name)
+        for service in list(fleet.procs):
+            proc = fleet.procs.pop(service)
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)

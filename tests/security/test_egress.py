@@ -30,14 +30,11 @@ import psycopg
 import pytest
 import requests
 
-from shared.auth import issue_token
 from shared.backends import docker as docker_backend
 from shared.backends import egress
-from shared.config import load_settings
-from shared.db.migrate import ensure_database, migrate
 from tests.builders import run_request
-from tests.fleet import ROOT, SERVICES, RedisServer, free_port, wait_ready
-from tests.security.conftest import Images, SecurityFleet
+from tests.fleet import ROOT
+from tests.security.conftest import Images, SecurityFleet, running_fleet
 from tests.security.registry import LABEL, LABEL_VALUE
 
 pytestmark = pytest.mark.xdist_group("security")
@@ -162,71 +159,32 @@ def world(
     docker_client: docker.DockerClient,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EgressWorld]:
-    database_url = settings_env["SANDBOX_DATABASE_URL"] + "_egress"
-    ensure_database(database_url)
-    migrate(database_url)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE sandbox_run_log, outbox, idempotency_key, sandbox_run")
-        conn.execute("TRUNCATE resource_policy")
     proxy_image = f"sandbox-runner/egress-proxy:test-{uuid.uuid4().hex[:8]}"
     _build_proxy(docker_client, proxy_image)
-    work = tmp_path_factory.mktemp("egress-fleet")
-    redis = RedisServer(work / "redis")
-    redis.dir.mkdir()
-    redis.start()
-    logs = work / "logs"
-    logs.mkdir()
-    fleet_name = "egress-" + database_url.rsplit("/", 1)[1]
-    env = {
-        **os.environ,
-        **settings_env,
-        "PYTHONUNBUFFERED": "1",
-        "SANDBOX_DATABASE_URL": database_url,
-        "SANDBOX_BROKER_URL": redis.url,
-        "SANDBOX_STATE_DIR": str(work / "state"),
-        "SANDBOX_FLEET_NAME": fleet_name,
-        "SANDBOX_IMAGE_REGISTRIES": images.registry.host,
-        "SANDBOX_IMAGE_REQUIRE_SIGNATURE": "true",
-        "SANDBOX_IMAGE_SIGNING_KEYS": f"file:{key_dir / 'good.pub.pem'}",
-        "SANDBOX_HEARTBEAT_INTERVAL_S": "0.5",
+    extra = {
         "SANDBOX_SWEEP_INTERVAL_S": "1",
         "SANDBOX_POLICY_CACHE_TTL_S": "0.2",
         "SANDBOX_EGRESS_ALLOW_HOSTS": f"{outside.allowed}:{PORT}",
         "SANDBOX_EGRESS_NETWORK": outside.network,
         "SANDBOX_EGRESS_PROXY_IMAGE": proxy_image,
     }
-    settings = load_settings(env)
-    port = free_port()
-    fleet = SecurityFleet(
-        base=f"http://127.0.0.1:{port}",
-        token=issue_token(settings),
-        logs=logs,
-        env=env,
-        port=port,
-        settings=settings,
-    )
+    work = tmp_path_factory.mktemp("egress-fleet")
+    fleet_name = None
     try:
-        for name in SERVICES:
-            fleet.start(name)
-        wait_ready(fleet.base, fleet.procs, logs)
-        # The policy, not the request, grants egress: one row over the admin API.
-        response = _put_policy(fleet, EGRESS_METHOD, {"egress": True})
-        assert response.status_code in (200, 201), response.text
-        assert response.json()["limits"] == {"egress": True}
-        yield EgressWorld(fleet, outside, fleet_name, proxy_image)
+        with running_fleet(settings_env, images, key_dir, work, "egress", extra) as fleet:
+            fleet_name = fleet.settings.fleet_name
+            with psycopg.connect(fleet.settings.database_url, autocommit=True) as conn:
+                conn.execute("TRUNCATE resource_policy")
+            # The policy, not the request, grants egress: one row over the admin API.
+            response = _put_policy(fleet, EGRESS_METHOD, {"egress": True})
+            assert response.status_code in (200, 201), response.text
+            assert response.json()["limits"] == {"egress": True}
+            yield EgressWorld(fleet, outside, fleet_name, proxy_image)
     finally:
-        for name in list(fleet.procs):
-            proc = fleet.procs.pop(name)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        redis.stop()
-        for _, _, container in docker_backend.list_sandbox_containers(docker_client, fleet_name):
-            docker_backend.remove_labelled(container)
-        for network in _fleet_networks(docker_client, fleet_name):
-            network.remove()
+        # Networks last: one still attached to a proxy container cannot be removed.
+        if fleet_name is not None:
+            for network in _fleet_networks(docker_client, fleet_name):
+                network.remove()
         try:
             docker_client.images.remove(proxy_image, force=True)
         except docker.errors.APIError:
