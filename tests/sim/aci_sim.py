@@ -38,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from shared.adapter_sdk import EVALUATION_MARKER
+from tests.sim import serving
 from tests.sim.credential import TOKEN
 from tests.sim.tls import Tls
 
@@ -113,14 +114,11 @@ class AciSimulator:
         self._server.socket = self.tls.server_context().wrap_socket(
             self._server.socket, server_side=True
         )
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="aci-sim").start()
+        self.port = serving.serve_in_background(self._server, "aci-sim")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        serving.stop(self._server)
 
     def reset(self) -> None:
         with self.lock:

@@ -51,6 +51,8 @@ from azure.eventhub._pyamqp.error import AMQPError
 from azure.eventhub._pyamqp.message import Message, Properties
 from azure.eventhub._pyamqp.outcomes import Accepted, Rejected
 
+from tests.sim import serving
+
 KEY_NAME = "RootManageSharedAccessKey"
 # A simulator's key, not a secret: the tests' connection strings sign SAS tokens with it.
 KEY = "c2ltdWxhdG9yLWtleS1ub3QtYS1zZWNyZXQ="
@@ -123,14 +125,11 @@ class AmqpSimulator:
                 _Connection(sim, self.request).serve()
 
         self._server = _Server(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="amqp-sim").start()
+        self.port = serving.serve_in_background(self._server, "amqp-sim")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        serving.stop(self._server)
 
     def reset(self) -> None:
         with self.lock:

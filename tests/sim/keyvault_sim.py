@@ -11,12 +11,12 @@ checks that the vault's host lies under the challenge's resource domain.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.sim import serving
 from tests.sim.credential import TOKEN
 from tests.sim.tls import Tls
 
@@ -46,14 +46,11 @@ class KeyVaultSimulator:
         self._server.socket = self.tls.server_context().wrap_socket(
             self._server.socket, server_side=True
         )
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="kv-sim").start()
+        self.port = serving.serve_in_background(self._server, "kv-sim")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        serving.stop(self._server)
 
 
 class _Handler(BaseHTTPRequestHandler):
