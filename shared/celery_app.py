@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from typing import Any
+from urllib.parse import urlparse
 
 from celery import Celery, Task
 from celery.signals import (
@@ -18,6 +19,7 @@ from celery.signals import (
 )
 from kombu.transport import redis as kombu_redis
 
+from shared import redis_transport
 from shared.config import Settings, load_settings
 from shared.errors import RunnerError
 from shared.logs import configure_logging
@@ -36,6 +38,8 @@ LONGEST_TASK_S = 300 + 120
 def make_celery(name: str, settings: Settings, task_cls: str | type | None = None) -> Celery:
     """Build a Celery app with the fleet's delivery guarantees; it connects lazily."""
     app = Celery(name, broker=settings.broker_url, task_cls=task_cls)
+    if urlparse(settings.broker_url).scheme in ("redis", "rediss"):
+        app.conf.broker_transport = redis_transport.NAME
     visibility_s = settings.visibility_timeout_s
     transport = {
         # Redis hands an unacked message to another worker after this: longer than any task.

@@ -25,14 +25,36 @@ _redactor = Redactor()
 
 def state_changed_payload(run: Run, previous: RunStatus | None) -> dict[str, Any]:
     """Build the redacted body of a ``sandbox.run.state_changed`` event."""
+    return payload_of(
+        run_id=run.id,
+        method_id=run.method_id,
+        persona_id=run.persona_id,
+        status=run.status.value,
+        previous=previous.value if previous else None,
+        reason=run.status_reason,
+        attempt=run.attempt,
+    )
+
+
+def payload_of(
+    *,
+    run_id: uuid.UUID,
+    method_id: str,
+    persona_id: uuid.UUID,
+    status: str,
+    previous: str | None,
+    reason: str | None,
+    attempt: int,
+) -> dict[str, Any]:
+    """The redacted event body from its fields, for a run not read back yet (its insert)."""
     payload = {
-        "runId": str(run.id),
-        "methodId": run.method_id,
-        "personaId": str(run.persona_id),
-        "status": run.status.value,
-        "previousStatus": previous.value if previous else None,
-        "statusReason": run.status_reason,
-        "attempt": run.attempt,
+        "runId": str(run_id),
+        "methodId": method_id,
+        "personaId": str(persona_id),
+        "status": status,
+        "previousStatus": previous,
+        "statusReason": reason,
+        "attempt": attempt,
     }
     return _redactor.redact_value(payload)  # type: ignore[no-any-return]
 

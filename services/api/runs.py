@@ -83,7 +83,9 @@ def submit(body: dict[str, Any]) -> Any:
 def _submit_once(
     rt: Runtime, body: dict[str, Any], key: str | None, caller: str, digest: str
 ) -> Any:
-    with rt.pool.connection() as conn:
+    # Pipelined: the statements and the commit go out together and are answered together, so
+    # a submission waits for two round trips to Postgres instead of six.
+    with rt.pool.connection() as conn, conn.pipeline():
         if key is not None:
             known = idempotency.lookup(conn, caller, key)
             if known is not None:
@@ -110,6 +112,7 @@ def _submit_once(
         ):
             raise _KeyTaken
         queued = dispatch.enqueue(conn, TaskNames.PROVISION, run.id)
+        conn.commit()
     # Committed: the run is safe. Ring now; if the broker is down the relay rings later.
     dispatch.flush_in_background(rt.celery, rt.pool, [queued])
     logger.info(

@@ -77,6 +77,18 @@ def status_body(run: runs_db.Run, event: dict[str, Any], public_url: str) -> dic
     }
 
 
+def runs_with_targets(conn: Any, run_ids: list[Any]) -> set[Any]:
+    """The runs among ``run_ids`` with a callback or a GitHub target: those events schedule."""
+    if not run_ids:
+        return set()
+    rows = conn.execute(
+        "SELECT id FROM sandbox_run WHERE id = ANY(%s) "
+        "AND (callback IS NOT NULL OR github IS NOT NULL)",
+        (list(set(run_ids)),),
+    ).fetchall()
+    return {row["id"] for row in rows}
+
+
 def schedule_for_event(rt: Runtime, conn: Any, row: dict[str, Any]) -> int:
     """Schedule the deliveries a state-changed outbox row calls for, in the caller's transaction.
 

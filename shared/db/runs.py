@@ -82,12 +82,17 @@ _SELECT = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
 # The hottest statements as ready bytes: composing them per call cost more CPU than running them.
 # (Column names come from the Run dataclass, never from input.)
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in _COLUMNS)
+# The run and its first event in one statement: a submission is one round trip, not two.
+# Status and attempt are written, not left to the defaults, because the event states them.
 _INSERT_RUN = (
-    "INSERT INTO sandbox_run (id, persona_id, method_id, adapter_image, input, dry_run, "
-    "requested_resources, deadline_at, callback, github) VALUES (%(id)s, %(persona_id)s, "
-    "%(method_id)s, %(adapter_image)s, %(input)s, %(dry_run)s, %(requested)s, "
-    "now() + make_interval(secs => %(deadline)s), %(callback)s, %(github)s) "
-    f"RETURNING {_COLUMN_LIST}"
+    "WITH run AS (INSERT INTO sandbox_run (id, persona_id, method_id, adapter_image, input, "
+    "dry_run, requested_resources, deadline_at, callback, github, status, attempt) VALUES "
+    "(%(id)s, %(persona_id)s, %(method_id)s, %(adapter_image)s, %(input)s, %(dry_run)s, "
+    "%(requested)s, now() + make_interval(secs => %(deadline)s), %(callback)s, %(github)s, "
+    f"%(status)s, 0) RETURNING {_COLUMN_LIST}), "
+    "event AS (INSERT INTO outbox (event_id, run_id, kind, payload) "
+    "SELECT %(event_id)s, id, %(event_kind)s, %(event)s FROM run) "
+    f"SELECT {_COLUMN_LIST} FROM run"
 ).encode()
 _GET_RUN = f"SELECT {_COLUMN_LIST} FROM sandbox_run WHERE id = %s".encode()
 # Columns a transition may set besides status; anything else is a programming error.
@@ -145,6 +150,17 @@ def create_run(
 ) -> Run:
     """Insert a queued run and its audit event (same transaction as the caller's)."""
     run_id = uuid.uuid4()
+    event = events.payload_of(
+        run_id=run_id,
+        method_id=method_id,
+        persona_id=persona_id,
+        status=RunStatus.QUEUED.value,
+        previous=None,
+        reason=None,
+        attempt=0,
+    )
+    if request_id:
+        event["requestId"] = request_id
     row = conn.execute(
         _INSERT_RUN,
         {
@@ -158,12 +174,14 @@ def create_run(
             "deadline": deadline_s if deadline_s is not None else 3600,
             "callback": Jsonb(callback) if callback else None,
             "github": Jsonb(github) if github else None,
+            "status": RunStatus.QUEUED.value,
+            "event_id": uuid.uuid4(),
+            "event_kind": events.STATE_CHANGED,
+            "event": Jsonb(event),
         },
     ).fetchone()
     assert row is not None
-    run = _row_to_run(row)
-    events.add_state_changed(conn, run, previous=None, request_id=request_id)
-    return run
+    return _row_to_run(row)
 
 
 def get_run(conn: psycopg.Connection[Any], run_id: uuid.UUID) -> Run | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from shared.db import outbox
+from shared.db import make_pool, outbox
 from shared.db import runs as runs_db
 from shared.states import RunStatus
 
@@ -133,3 +134,25 @@ def test_transition_refuses_impossible_moves_and_unknown_columns(pool: Connectio
             runs_db.transition(conn, run.id, RunStatus.FINALIZING, from_=(RunStatus.QUEUED,))
         with pytest.raises(ValueError, match="cannot set"):
             runs_db.transition(conn, run.id, RunStatus.PROVISIONING, input={})
+
+
+def test_a_connection_the_server_dropped_is_replaced_on_checkout(database_url: str) -> None:
+    pool = make_pool(database_url, max_size=1)
+    pool.open(wait=True)
+    try:
+        with pool.connection() as conn:
+            dropped = conn.info.backend_pid
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (dropped,))
+            # The server's FATAL message reaches the idle socket before the next checkout.
+            for _ in range(50):
+                if not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (dropped,)
+                ).fetchone():
+                    break
+                time.sleep(0.02)
+        with pool.connection() as conn:
+            assert conn.info.backend_pid != dropped
+            assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    finally:
+        pool.close()
