@@ -19,7 +19,7 @@ from celery.signals import (
 )
 from kombu.transport import redis as kombu_redis
 
-from shared import redis_transport
+from shared import celery_consumer, redis_transport
 from shared.config import Settings, load_settings
 from shared.errors import RunnerError
 from shared.logs import configure_logging
@@ -86,6 +86,7 @@ def make_celery(name: str, settings: Settings, task_cls: str | type | None = Non
         # ("pending") that the outbox already records.
         worker_send_task_events=True,
         task_send_sent_event=False,
+        worker_consumer=celery_consumer.NAME,
         beat_schedule={
             # Periodic messages expire, so a stopped maintenance worker does not find a backlog.
             "reconcile": {
@@ -99,6 +100,18 @@ def make_celery(name: str, settings: Settings, task_cls: str | type | None = Non
                 "schedule": float(settings.retention_interval_s),
                 "options": {"expires": float(settings.retention_interval_s)},
             },
+            # Only where the server's autovacuum is off (housekeeping.vacuum_if_unattended).
+            **(
+                {
+                    "vacuum": {
+                        "task": TaskNames.VACUUM,
+                        "schedule": float(settings.vacuum_interval_s),
+                        "options": {"expires": float(settings.vacuum_interval_s)},
+                    }
+                }
+                if settings.vacuum_interval_s > 0
+                else {}
+            ),
             # Short, so a dispatch the broker refused is published soon after it is back.
             "relay-outbox": {
                 "task": TaskNames.RELAY_OUTBOX,

@@ -47,6 +47,7 @@ class Settings:
     download_ttl_s: int = 300
     retention_days: int = 30
     retention_interval_s: int = 3600
+    vacuum_interval_s: int = 60
     max_line_bytes: int = 16 * 1024
     preview_lines: int = 20
     docker_url: str | None = None
@@ -176,6 +177,7 @@ _INT_FIELDS = {
     "download_ttl_s",
     "retention_days",
     "retention_interval_s",
+    "vacuum_interval_s",
     "preview_lines",
     "pull_timeout_s",
     "pids_limit",

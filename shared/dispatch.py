@@ -71,7 +71,8 @@ def flush(celery: Celery, pool: ConnectionPool, dispatches: Sequence[Dispatch]) 
 
     Returns True when every one was published. The caller committed them, so their content is
     known: publish first, then mark them sent. A relay sweep racing this may publish one twice,
-    which is harmless (every task starts with a compare-and-set).
+    which is harmless (every task starts with a compare-and-set). A worker hands on one run at
+    a time, so there is nothing to batch: it marks at once (the api batches, see below).
     """
     if not dispatches:
         return True
@@ -111,9 +112,7 @@ class _Flusher:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.queue: queue.SimpleQueue[
-            tuple[contextvars.Context, Celery, ConnectionPool, Sequence[Dispatch]]
-        ] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self.marks: dict[int, tuple[ConnectionPool, list[uuid.UUID]]] = {}
         threading.Thread(target=self._loop, name="dispatch", daemon=True).start()
 
@@ -134,26 +133,28 @@ class _Flusher:
                     due = time.monotonic() + _MARK_EVERY_S
                 if due is not None and time.monotonic() >= due:
                     due = None
-                    marks, self.marks = self.marks, {}
-                    for pool, event_ids in marks.values():
-                        _mark_sent(pool, event_ids)
+                    self.write_marks()
             except Exception:  # never lose the thread: the relay publishes what is left
                 logger.exception("background dispatch failed; the relay will publish")
 
-    def _publish(
-        self,
-        batch: list[tuple[contextvars.Context, Celery, ConnectionPool, Sequence[Dispatch]]],
-    ) -> None:
+    def _publish(self, batch: list[_Item]) -> None:
         try:
             for context, celery, pool, dispatches in batch:
                 for item in dispatches:
-                    # Each in its request's context: the request id goes into its message header.
+                    # In its request's context: the request id goes into the message header.
                     context.run(publish, celery, item.payload, str(item.event_id))
                     self.marks.setdefault(id(pool), (pool, []))[1].append(item.event_id)
         except (kombu.exceptions.OperationalError, OSError) as exc:
             logger.warning("broker unavailable; the relay will publish: %s", type(exc).__name__)
 
+    def write_marks(self) -> None:
+        marks, self.marks = self.marks, {}
+        for pool, event_ids in marks.values():
+            _mark_sent(pool, event_ids)
 
+
+# (request context, app, pool, dispatches)
+_Item = tuple[contextvars.Context, Celery, ConnectionPool, Sequence[Dispatch]]
 _MAX_BATCH = 256
 _MARK_EVERY_S = 0.1
 _flusher: _Flusher | None = None

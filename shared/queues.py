@@ -33,6 +33,7 @@ class TaskNames:
     RELAY_OUTBOX = "sandbox.relay_outbox"
     DELIVER_WEBHOOKS = "sandbox.deliver_webhooks"
     RETENTION = "sandbox.retention"
+    VACUUM = "sandbox.vacuum"
     ACI_POLL = "sandbox.aci_poll"
 
 
@@ -43,6 +44,7 @@ ROUTES: dict[str, str] = {
     TaskNames.RECONCILE: Queues.MAINTENANCE,
     TaskNames.RELAY_OUTBOX: Queues.MAINTENANCE,
     TaskNames.RETENTION: Queues.MAINTENANCE,
+    TaskNames.VACUUM: Queues.MAINTENANCE,
     TaskNames.DELIVER_WEBHOOKS: Queues.WEBHOOKS,
     TaskNames.ACI_POLL: Queues.ACI,
 }

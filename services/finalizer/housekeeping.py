@@ -8,6 +8,8 @@ import time
 import uuid
 from typing import Any
 
+from psycopg import sql
+
 from shared import dispatch
 from shared.backends import docker as docker_backend
 from shared.backends import egress
@@ -219,6 +221,31 @@ def _relay_batch(rt: Runtime, limit: int, older_than_s: float) -> tuple[int, boo
             sent.append(row["id"])
         outbox.mark_sent(conn, sent)
     return len(sent), len(sent) == len(batch)
+
+
+# Every run rewrites its row several times and adds several outbox rows.
+_CHURNED_TABLES = ("sandbox_run", "outbox", "idempotency_key", "webhook_delivery")
+
+
+def vacuum_if_unattended(rt: Runtime) -> bool:
+    """Vacuum the tables the fleet churns, if the server's autovacuum is off; say if it did.
+
+    Without vacuuming, the partial indexes on active runs fill with dead entries: on a server
+    with autovacuum off, listing active runs read 90,000 index entries and took 23 ms after a
+    day of benchmarks, and every sweep of the reconciler paid the same.
+    """
+    with rt.pool.connection() as conn:
+        if conn.execute("SELECT current_setting('autovacuum') AS on").fetchone()["on"] == "on":
+            return False
+        conn.commit()
+        conn.autocommit = True  # VACUUM cannot run inside a transaction
+        try:
+            for table in _CHURNED_TABLES:
+                conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(table)))
+        finally:
+            conn.autocommit = False
+    logger.info("vacuumed %s: the server's autovacuum is off", ", ".join(_CHURNED_TABLES))
+    return True
 
 
 def purge_old_artefacts(rt: Runtime, limit: int = 500) -> dict[str, int]:

@@ -7,7 +7,7 @@ import uuid
 import psycopg
 
 from services.finalizer.finalize import finalize_run
-from services.finalizer.housekeeping import purge_old_artefacts
+from services.finalizer.housekeeping import purge_old_artefacts, vacuum_if_unattended
 from services.finalizer.housekeeping import reconcile as reconcile_runs
 from services.finalizer.housekeeping import relay_outbox as relay
 from services.finalizer.worker import app, runtime
@@ -37,6 +37,12 @@ def reconcile() -> None:
 def retention() -> None:
     """Delete logs and results past the retention age (periodic, from celery beat)."""
     purge_old_artefacts(runtime)
+
+
+@app.task(name=TaskNames.VACUUM, acks_late=False)
+def vacuum() -> None:
+    """Vacuum the busiest tables when the server does not (periodic, from celery beat)."""
+    vacuum_if_unattended(runtime)
 
 
 @app.task(name=TaskNames.RELAY_OUTBOX, acks_late=False)

@@ -17,6 +17,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from shared.queues import Queues
+from tests.builders import run_request
 from tests.fleet import BIN, ROOT, Fleet, free_port
 
 pytestmark = pytest.mark.xdist_group("fleet")
@@ -136,3 +137,27 @@ def test_flower_needs_a_password_and_shows_a_worker_on_every_queue(
     assert browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 0
     print(f"Flower screenshot: {shot}")
+
+
+def test_flower_shows_each_hop_of_a_run_as_a_task(
+    flower: tuple[str, subprocess.Popen[bytes]], fleet: Fleet
+) -> None:
+    base, _ = flower
+    run = fleet.run(run_request())
+    assert run["status"] == "succeeded", run
+    # The workers send task events in batches (shared/celery_consumer.py); Flower unpacks them.
+    wanted = {"sandbox.provision", "sandbox.execute", "sandbox.finalize"}
+    deadline = time.monotonic() + 30
+    while True:
+        tasks = requests.get(
+            f"{base}/api/tasks", auth=(USER, PASSWORD), params={"limit": 1000}, timeout=10
+        ).json()
+        states = {
+            task["name"]: task["state"]
+            for task in tasks.values()
+            if run["id"] in str(task.get("args"))
+        }
+        if wanted <= set(states) and set(states.values()) == {"SUCCESS"}:
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.5)

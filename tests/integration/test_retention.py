@@ -7,7 +7,7 @@ import uuid
 
 from psycopg_pool import ConnectionPool
 
-from services.finalizer.housekeeping import purge_old_artefacts
+from services.finalizer.housekeeping import purge_old_artefacts, vacuum_if_unattended
 from shared.config import Settings
 from shared.db import run_logs
 from shared.db import runs as runs_db
@@ -56,3 +56,25 @@ def test_old_artefacts_go_and_recent_ones_stay(
         kept = runs_db.get_run(conn, recent)
     assert purged is not None and purged.purged_at is not None and purged.status is RunStatus.ERROR
     assert kept is not None and kept.purged_at is None
+
+
+def test_churned_tables_are_vacuumed_when_the_server_does_not(
+    pool: ConnectionPool, settings: Settings
+) -> None:
+    for _ in range(5):
+        finished_run(pool, 1)  # each leaves dead row versions behind
+    rt = Runtime(settings)
+    try:
+        with pool.connection() as conn:
+            unattended = conn.execute("SELECT current_setting('autovacuum') = 'off' AS off")
+            unattended = unattended.fetchone()["off"]  # type: ignore[index]
+        assert vacuum_if_unattended(rt) is unattended
+    finally:
+        rt.close()
+    with pool.connection() as conn:
+        dead = conn.execute(
+            "SELECT n_dead_tup, last_vacuum FROM pg_stat_user_tables WHERE relname = 'sandbox_run'"
+        ).fetchone()
+    assert dead is not None
+    if unattended:  # this machine's CI Postgres runs with autovacuum off
+        assert dead["n_dead_tup"] == 0 and dead["last_vacuum"] is not None
