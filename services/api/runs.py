@@ -16,7 +16,7 @@ from flask_smorest import Blueprint, abort
 from services.api.callbacks import check_targets
 from services.api.presenters import run_json
 from services.api.schemas import RunGetQuerySchema, RunRequestSchema
-from shared import dispatch, logstream
+from shared import db, dispatch, logstream
 from shared.db import idempotency
 from shared.db import runs as runs_db
 from shared.queues import TaskNames
@@ -83,9 +83,7 @@ def submit(body: dict[str, Any]) -> Any:
 def _submit_once(
     rt: Runtime, body: dict[str, Any], key: str | None, caller: str, digest: str
 ) -> Any:
-    # Pipelined: the statements and the commit go out together and are answered together, so
-    # a submission waits for two round trips to Postgres instead of six.
-    with rt.pool.connection() as conn, conn.pipeline():
+    with db.transaction(rt.pool) as conn:
         if key is not None:
             known = idempotency.lookup(conn, caller, key)
             if known is not None:
@@ -112,7 +110,6 @@ def _submit_once(
         ):
             raise _KeyTaken
         queued = dispatch.enqueue(conn, TaskNames.PROVISION, run.id)
-        conn.commit()
     # Committed: the run is safe. Ring now; if the broker is down the relay rings later.
     dispatch.flush_in_background(rt.celery, rt.pool, [queued])
     logger.info(

@@ -11,7 +11,7 @@ from typing import Any
 from services.executor import aci_execute
 from services.executor.log_capture import LogCapture
 from services.executor.outcome import hand_to_finalizer
-from shared import faults
+from shared import db, faults
 from shared.backends import docker as docker_backend
 from shared.backends import egress, image_cache
 from shared.backends.docker import Heartbeat
@@ -168,7 +168,7 @@ def _care_for_image_cache(rt: Runtime, client: Any, run: runs_db.Run) -> None:
 def _claim(rt: Runtime, run_id: uuid.UUID, owner: str) -> runs_db.Run | None:
     """Take a ready run (new attempt) or a running one whose executor is gone (takeover)."""
     settings = rt.settings
-    with rt.pool.connection() as conn:
+    with db.transaction(rt.pool) as conn:
         current = runs_db.get_run(conn, run_id)
         if current is None or current.status not in (RunStatus.READY, RunStatus.RUNNING):
             return None

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from services.executor.log_capture import LogCapture
-from shared import dispatch
+from shared import db, dispatch
 from shared.db import runs as runs_db
 from shared.queues import TaskNames
 from shared.runtime import Runtime
@@ -24,7 +24,7 @@ def hand_to_finalizer(
     output_limited, and CPU/memory where the backend has them). Returns None when the attempt
     went stale meanwhile (taken over or cancelled): its result is dropped.
     """
-    with rt.pool.connection() as conn:
+    with db.transaction(rt.pool) as conn:
         moved = runs_db.transition(
             conn,
             run.id,

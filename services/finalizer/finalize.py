@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from shared import faults
+from shared import db, faults
 from shared.db import runs as runs_db
 from shared.redaction import Redactor
 from shared.runtime import Runtime
@@ -120,7 +120,7 @@ def finalize_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     rt.blobs.put(prefix + "result.json", json.dumps(result).encode(), "application/json")
     rt.blobs.put(prefix + "metrics.json", json.dumps(metrics).encode(), "application/json")
     faults.crash_point(rt.settings, "finalize.after_blobs")
-    with rt.pool.connection() as conn:
+    with db.transaction(rt.pool) as conn:
         moved = runs_db.transition(
             conn,
             run_id,

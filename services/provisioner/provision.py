@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from shared import dispatch, faults, image_policy
+from shared import db, dispatch, faults, image_policy
 from shared.backends import choice as backend_choice
 from shared.backends import docker as docker_backend
 from shared.backends import egress
@@ -24,7 +24,7 @@ BACKEND = "docker"
 def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     """Provision one run; return the status it was left in, or None if it was not ours to move."""
     log = {"runId": str(run_id)}
-    with rt.pool.connection() as conn:
+    with db.transaction(rt.pool) as conn:
         run = runs_db.transition(
             conn, run_id, RunStatus.PROVISIONING, from_=(RunStatus.QUEUED, RunStatus.PROVISIONING)
         )
@@ -61,7 +61,7 @@ def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         "plan": plan,
     }
     values.update(backend_choice.decide(rt, run, plan))  # docker | aci | auto (issue 7)
-    with rt.pool.connection() as conn:
+    with db.transaction(rt.pool) as conn:
         if run.dry_run:
             moved = runs_db.transition(
                 conn,
@@ -109,7 +109,7 @@ def _now(conn: Any) -> Any:
 
 def _fail(rt: Runtime, run_id: uuid.UUID, reason: str) -> RunStatus | None:
     redacted = rt.redactor().redact_text(reason)
-    with rt.pool.connection() as conn:
+    with db.transaction(rt.pool) as conn:
         moved = runs_db.transition(
             conn, run_id, RunStatus.ERROR, from_=(RunStatus.PROVISIONING,), reason=redacted
         )
