@@ -249,28 +249,31 @@ def vacuum_if_unattended(rt: Runtime) -> bool:
 
 
 def purge_old_artefacts(rt: Runtime, limit: int = 500) -> dict[str, int]:
-    """Delete logs and results of runs finished more than SANDBOX_RETENTION_DAYS ago.
+    """Delete logs, results and published events of runs finished SANDBOX_RETENTION_DAYS ago.
 
     The run row stays (status, reason, evaluation, timestamps): only the bulky evidence goes, and
     the run records when (``purged_at``). Returns what was removed.
     """
-    removed = {"runs": 0, "blobs": 0, "bytes": 0, "lines": 0}
+    removed = {"runs": 0, "blobs": 0, "bytes": 0, "lines": 0, "events": 0}
     with rt.pool.connection() as conn:
         due = runs_db.list_purgeable(conn, rt.settings.retention_days, limit)
     for run_id in due:
         blobs, size = rt.blobs.delete_prefix(run_prefix(str(run_id)))
         with rt.pool.connection() as conn:
             removed["lines"] += runs_db.mark_purged(conn, run_id)
+            removed["events"] += outbox.delete_published(conn, run_id)
         removed["runs"] += 1
         removed["blobs"] += blobs
         removed["bytes"] += size
     if removed["runs"]:
         logger.info(
-            "retention removed %d runs' logs and results: %d blobs, %d bytes, %d log lines",
+            "retention removed %d runs' logs and results: %d blobs, %d bytes, %d log lines, "
+            "%d events",
             removed["runs"],
             removed["blobs"],
             removed["bytes"],
             removed["lines"],
+            removed["events"],
             extra={"removed": removed},
         )
     return removed

@@ -24,6 +24,13 @@ def mark_sent(conn: psycopg.Connection[Any], ids: list[int]) -> None:
     conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (ids,))
 
 
+def delete_published(conn: psycopg.Connection[Any], run_id: object) -> int:
+    """Delete a run's published rows (retention); return how many. Unsent ones stay."""
+    return conn.execute(
+        "DELETE FROM outbox WHERE run_id = %s AND sent_at IS NOT NULL", (run_id,)
+    ).rowcount
+
+
 def events_for_run(conn: psycopg.Connection[Any], run_id: object) -> list[dict[str, Any]]:
     """Return a run's events in the order they were written."""
     return conn.execute(

@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool
 
 from services.finalizer.housekeeping import purge_old_artefacts, vacuum_if_unattended
 from shared.config import Settings
-from shared.db import run_logs
+from shared.db import outbox, run_logs
 from shared.db import runs as runs_db
 from shared.runtime import Runtime
 from shared.states import RunStatus
@@ -33,6 +33,10 @@ def finished_run(pool: ConnectionPool, days_ago: int) -> uuid.UUID:
             (days_ago, run.id),
         )
         run_logs.append(conn, run.id, 0, [run_logs.LogLine(1, "stdout", run.queued_at, "hi")])
+        conn.execute(
+            "UPDATE outbox SET sent_at = now() WHERE run_id = %s AND payload->>'status' <> 'error'",
+            (run.id,),
+        )
     return run.id
 
 
@@ -48,7 +52,8 @@ def test_old_artefacts_go_and_recent_ones_stay(
         removed = purge_old_artefacts(rt)
     finally:
         rt.close()
-    assert removed == {"runs": 1, "blobs": 2, "bytes": 5, "lines": 1}
+    # Each run has three events: queued and provisioning were published, error was not yet.
+    assert removed == {"runs": 1, "blobs": 2, "bytes": 5, "lines": 1, "events": 2}
     assert rt.blobs.size(log_path(str(old), "stdout")) == 0
     assert rt.blobs.size(log_path(str(recent), "stdout")) == 3
     with pool.connection() as conn:
@@ -56,6 +61,10 @@ def test_old_artefacts_go_and_recent_ones_stay(
         kept = runs_db.get_run(conn, recent)
     assert purged is not None and purged.purged_at is not None and purged.status is RunStatus.ERROR
     assert kept is not None and kept.purged_at is None
+    with pool.connection() as conn:
+        left = {run: outbox.events_for_run(conn, run) for run in (old, recent)}
+    assert [row["sent_at"] for row in left[old]] == [None], "an unsent event waits for the relay"
+    assert len(left[recent]) == 3
 
 
 def test_churned_tables_are_vacuumed_when_the_server_does_not(
