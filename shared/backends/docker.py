@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -116,8 +116,27 @@ def _translate(exc: Exception, what: str) -> Exception:
     return BackendError(f"Docker failed while {what}: {exc}")
 
 
+# Digest references the engine already resolved in this process: what such a reference names
+# never changes, so a second look-up only costs an engine call on every run's path. Should the
+# image leave the engine meanwhile, the executor pulls it by this digest and checks its id.
+_PINNED: dict[str, ImageInfo] = {}
+_PINNED_MAX = 256
+
+
 def resolve_image(client: docker.DockerClient, ref: str, pull_timeout_s: int = 120) -> ImageInfo:
     """Find ``ref`` on the engine, pulling it if absent; raise ImageNotFound if neither works."""
+    known = _PINNED.get(ref)
+    if known is not None:
+        return known
+    info = _resolve_image(client, ref)
+    if "@sha256:" in ref:
+        if len(_PINNED) >= _PINNED_MAX:
+            _PINNED.clear()
+        _PINNED[ref] = replace(info, pulled=False)
+    return info
+
+
+def _resolve_image(client: docker.DockerClient, ref: str) -> ImageInfo:
     pulled = False
     try:
         image = client.images.get(ref)

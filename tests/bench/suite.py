@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import redis
 import requests
 
 from shared.auth import issue_token
 from shared.config import load_settings
+from shared.queues import ROUTES, TaskNames
 from shared.states import TERMINAL, RunStatus
 
 IMAGE = "localhost:5000/test-adapter:dev"
@@ -235,7 +237,12 @@ def ingest(table: Table, api: str, token: str, seconds: int, connections: list[i
         "end\n"
     )
     best: tuple[float, float, int] | None = None
+    broker = redis.Redis.from_url(load_settings().broker_url)
     for count in connections:
+        # Each concurrency starts with the provisioner idle, not draining the last one's backlog.
+        deadline = time.monotonic() + 180
+        while broker.llen(ROUTES[TaskNames.PROVISION]) and time.monotonic() < deadline:
+            time.sleep(1)
         command = ["wrk", "-t", "2", "-c", str(count), "-d", f"{seconds}s", "-s", str(script)]
         out = subprocess.run(
             [*command, f"{api}/api/sandbox/runs"],

@@ -167,3 +167,18 @@ def test_an_over_long_line_is_cut_not_held(client: docker.DockerClient, image_id
     sizes = [len(raw) for s, raw in lines if s == "stdout" and not raw.startswith(b"::")]
     assert max(sizes) == 2048
     assert sum(sizes) == 10000
+
+
+def test_a_tag_is_looked_up_again_on_every_resolve(
+    client: docker.DockerClient, image_id: str
+) -> None:
+    """Digest references are remembered once resolved; a tag may move between two runs."""
+    tag = f"localhost:5000/resolve-probe:{uuid.uuid4().hex[:8]}"
+    other = client.images.get("sandbox-runner/egress-proxy:dev")
+    client.images.get(image_id).tag(tag)
+    try:
+        assert docker_backend.resolve_image(client, tag).image_id == image_id
+        other.tag(tag)  # the tag moves
+        assert docker_backend.resolve_image(client, tag).image_id == other.id
+    finally:
+        client.images.remove(tag, noprune=True)
