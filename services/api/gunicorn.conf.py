@@ -27,3 +27,12 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from shared.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    # The ~90,000 objects of the loaded app live as long as the worker: out of the collector's
+    # way, a full collection takes microseconds instead of the 25-50 ms that showed up as the
+    # api's p99 under load.
+    import gc
+
+    gc.freeze()

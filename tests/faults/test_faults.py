@@ -235,8 +235,11 @@ def test_orphan_containers_are_removed(fault_fleet: FaultFleet) -> None:
     done = fault_fleet.submit(run_request())
     fault_fleet.wait(done)
     client = docker.from_env()
-    orphans = [
-        client.containers.create(
+    orphans = [done, new_uuid()]
+    for run_id in orphans:
+        # The low-level calls: the SDK's create inspects the new container, and the reconciler
+        # may remove an orphan between any two of these calls.
+        created = client.api.create_container(
             "sandbox-runner/busybox:dev",
             ["sleep", "60"],
             labels={
@@ -245,14 +248,11 @@ def test_orphan_containers_are_removed(fault_fleet: FaultFleet) -> None:
                 docker_backend.LABEL_FLEET: fault_fleet.settings.fleet_name,
             },
         )
-        for run_id in (done, new_uuid())
-    ]
-    for container in orphans:
         try:
-            container.start()
+            client.api.start(created["Id"])
         except docker.errors.NotFound:
             pass  # the reconciler was quicker: it removed the orphan before it even started
     deadline = time.monotonic() + 15
-    while any(fault_fleet.containers(c.labels[docker_backend.LABEL_RUN]) for c in orphans):
+    while any(fault_fleet.containers(run_id) for run_id in orphans):
         assert time.monotonic() < deadline, "orphans survived the reconciler"
         time.sleep(0.2)
