@@ -26,6 +26,7 @@ from celery import Celery
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from shared import db
 from shared.queues import ROUTES
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def flush(celery: Celery, pool: ConnectionPool, dispatches: Sequence[Dispatch]) 
 
 def _mark_sent(pool: ConnectionPool, event_ids: list[uuid.UUID]) -> None:
     try:
-        with pool.connection() as conn, conn.pipeline():
+        with db.transaction(pool) as conn:
             # Losing this mark in a database crash costs only a duplicate publish by the relay,
             # so it need not wait for the WAL flush the run's own commits wait for.
             conn.execute("SET LOCAL synchronous_commit TO off")
@@ -96,7 +97,6 @@ def _mark_sent(pool: ConnectionPool, event_ids: list[uuid.UUID]) -> None:
                 "UPDATE outbox SET sent_at = now() WHERE event_id = ANY(%s) AND sent_at IS NULL",
                 (event_ids,),
             )
-            conn.commit()
     except psycopg.Error:
         logger.warning("could not mark dispatches sent; the relay may publish them again")
 
