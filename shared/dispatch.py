@@ -89,10 +89,8 @@ def flush(celery: Celery, pool: ConnectionPool, dispatches: Sequence[Dispatch]) 
 
 def _mark_sent(pool: ConnectionPool, event_ids: list[uuid.UUID]) -> None:
     try:
-        with db.transaction(pool) as conn:
-            # Losing this mark in a database crash costs only a duplicate publish by the relay,
-            # so it need not wait for the WAL flush the run's own commits wait for.
-            conn.execute("SET LOCAL synchronous_commit TO off")
+        # Losing this mark in a database crash costs only a duplicate publish by the relay.
+        with db.transaction(pool, flush_wal=False) as conn:
             conn.execute(
                 "UPDATE outbox SET sent_at = now() WHERE event_id = ANY(%s) AND sent_at IS NULL",
                 (event_ids,),

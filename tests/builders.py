@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from shared.db import runs as runs_db
+
 SEO_IMAGE = "localhost:5000/seo-adapter:dev"
 TEST_IMAGE = "localhost:5000/test-adapter:dev"
 PERSONA = "6f1c2a57-3b0e-4c55-9a51-0f4d7f1d2b11"
@@ -46,3 +48,16 @@ def seo_input(**overrides: Any) -> dict[str, Any]:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def stored_run(conn: Any, **overrides: Any) -> runs_db.Run:
+    """Insert a queued run as the api would (``runs_db.create_run``), with overrides."""
+    fields: dict[str, Any] = {
+        "persona_id": uuid.uuid4(),
+        "method_id": "test.run",
+        "adapter_image": "img",
+        "input": {},
+        "dry_run": False,
+    }
+    fields.update(overrides)
+    return runs_db.create_run(conn, **fields)

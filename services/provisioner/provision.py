@@ -24,11 +24,9 @@ BACKEND = "docker"
 def provision_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
     """Provision one run; return the status it was left in, or None if it was not ours to move."""
     log = {"runId": str(run_id)}
-    with db.transaction(rt.pool) as conn:
-        # Not worth a WAL flush: a claim lost in a database crash leaves the run queued, the
-        # hand-off below then fails its compare-and-set, and the reconciler sends the run again.
-        # (Any later synchronous commit flushes this one too.)
-        conn.execute("SET LOCAL synchronous_commit TO off")
+    # A claim lost in a database crash leaves the run queued: the hand-off below then fails its
+    # compare-and-set, and the reconciler sends the run again.
+    with db.transaction(rt.pool, flush_wal=False) as conn:
         run = runs_db.transition(
             conn, run_id, RunStatus.PROVISIONING, from_=(RunStatus.QUEUED, RunStatus.PROVISIONING)
         )

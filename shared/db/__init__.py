@@ -43,14 +43,21 @@ def check_connection(conn: psycopg.Connection[Any]) -> None:
 
 
 @contextmanager
-def transaction(pool: ConnectionPool) -> Iterator[psycopg.Connection[Any]]:
+def transaction(
+    pool: ConnectionPool, *, flush_wal: bool = True
+) -> Iterator[psycopg.Connection[Any]]:
     """One transaction on a pooled connection, pipelined, committed when the block ends.
 
     Statements whose results are not read wait for nothing: they go out with the next read or
     with the commit. A state change with its event and its dispatch then waits for two round
     trips to Postgres instead of five; on a busy machine each one costs a wake-up of the
     server process, and they were most of a hop's latency.
+
+    ``flush_wal=False`` commits without waiting for the WAL flush, for a write whose loss in a
+    database crash only repeats work (any later synchronous commit flushes it too).
     """
     with pool.connection() as conn, conn.pipeline():
+        if not flush_wal:
+            conn.execute("SET LOCAL synchronous_commit TO off")
         yield conn
         conn.commit()

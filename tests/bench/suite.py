@@ -273,14 +273,19 @@ def ingest(table: Table, api: str, token: str, seconds: int, connections: list[i
     )
 
 
-def rss_mb(pid: int) -> float:
+def _status_mib(path: str, field: str) -> float:
+    """A ``<field>: <n> kB`` line of a /proc file, in MiB (0 once the process is gone)."""
     try:
-        for row in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if row.startswith("VmRSS:"):
+        for row in Path(path).read_text().splitlines():
+            if row.startswith(f"{field}:"):
                 return int(row.split()[1]) / 1024
     except FileNotFoundError:
         pass
     return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    return _status_mib(f"/proc/{pid}/status", "VmRSS")
 
 
 def service_rss(name: str) -> float:
@@ -292,13 +297,7 @@ def service_rss(name: str) -> float:
 def pss_mb(pid: int) -> float:
     """Proportional set size: shared pages (a prefork child shares most of its parent's) split
     between the processes that share them, so the children's figures add up honestly."""
-    try:
-        for row in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if row.startswith("Pss:"):
-                return int(row.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
+    return _status_mib(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
 def memory(table: Table, api: str, session: requests.Session) -> None:

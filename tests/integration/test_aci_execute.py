@@ -27,7 +27,7 @@ from shared.errors import BackendUnavailable
 from shared.runtime import Runtime
 from shared.states import RunStatus
 from shared.storage import BlobNotFound
-from tests.builders import PERSONA, TEST_IMAGE
+from tests.builders import PERSONA, TEST_IMAGE, stored_run
 from tests.sim.aci_sim import AciSimulator
 from tests.sim.fixtures import aci_env, aci_sim, aci_sim_session, sim_tls  # noqa: F401
 from tests.sim.tls import Tls
@@ -54,13 +54,11 @@ def rt(
 
 def _ready_run(rt: Runtime, input: dict[str, object]) -> uuid.UUID:
     with rt.pool.connection() as conn:
-        run = runs_db.create_run(
+        run = stored_run(
             conn,
             persona_id=uuid.UUID(PERSONA),
-            method_id="test.run",
             adapter_image=TEST_IMAGE,
             input=input,
-            dry_run=False,
         )
     assert provision_run(rt, run.id) is RunStatus.READY
     return run.id

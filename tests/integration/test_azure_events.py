@@ -29,7 +29,7 @@ from shared.events_sinks import EventHubSink, LogSink, ServiceBusSink, open_even
 from shared.runtime import Runtime
 from shared.secrets import SecretError
 from shared.states import RunStatus
-from tests.builders import PERSONA, TEST_IMAGE
+from tests.builders import PERSONA, TEST_IMAGE, stored_run
 from tests.sim.amqp_sim import AmqpSimulator, Received
 from tests.sim.fixtures import amqp_sim, amqp_sim_session  # noqa: F401
 
@@ -48,13 +48,11 @@ def _runs(pool: ConnectionPool, count: int) -> list[uuid.UUID]:
     ids = []
     with pool.connection() as conn:
         for _ in range(count):
-            run = runs_db.create_run(
+            run = stored_run(
                 conn,
                 persona_id=uuid.UUID(PERSONA),
-                method_id="test.run",
                 adapter_image=TEST_IMAGE,
                 input={"action": "echo"},
-                dry_run=False,
             )
             runs_db.transition(conn, run.id, RunStatus.PROVISIONING)
             runs_db.transition(

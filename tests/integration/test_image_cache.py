@@ -14,6 +14,7 @@ from shared.backends import image_cache
 from shared.db import image_cache as cache_db
 from shared.db import runs as runs_db
 from shared.states import RunStatus
+from tests.builders import stored_run
 from tests.security.registry import LocalRegistry, push
 
 pytestmark = pytest.mark.xdist_group("image-cache")
@@ -71,13 +72,8 @@ def test_an_image_a_live_run_needs_is_never_evicted(
     host = f"host-{uuid.uuid4().hex[:6]}"
     image_cache.record_use(pool, client, host, images[0], images[0])
     with pool.connection() as conn:
-        run = runs_db.create_run(
+        run = stored_run(
             conn,
-            persona_id=uuid.uuid4(),
-            method_id="test.run",
-            adapter_image="img",
-            input={},
-            dry_run=False,
         )
         runs_db.transition(conn, run.id, RunStatus.PROVISIONING)
         runs_db.transition(conn, run.id, RunStatus.READY, plan={"imageId": images[0]})
@@ -111,12 +107,9 @@ def test_the_most_run_images_are_pre_pulled_by_digest(
         digest = f"{registry.host}/cache-test@{registry.manifest_digest('cache-test', 'v1')}"
         client.images.remove(ref, force=True)
         with pool.connection() as conn:
-            run = runs_db.create_run(
+            run = stored_run(
                 conn,
-                persona_id=uuid.uuid4(),
-                method_id="test.run",
                 adapter_image=ref,
-                input={},
                 dry_run=True,
             )
             conn.execute("UPDATE sandbox_run SET image_digest = %s WHERE id = %s", (digest, run.id))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from psycopg_pool import ConnectionPool
@@ -14,17 +13,13 @@ from shared.redaction import Redactor
 from shared.states import RunStatus
 from shared.storage import log_path
 from shared.storage.local import LocalBlobStore
+from tests.builders import stored_run
 
 
 def running_run(pool: ConnectionPool, owner: str = "node:1") -> runs_db.Run:
     with pool.connection() as conn:
-        run = runs_db.create_run(
+        run = stored_run(
             conn,
-            persona_id=uuid.uuid4(),
-            method_id="test.run",
-            adapter_image="img",
-            input={},
-            dry_run=False,
         )
         runs_db.transition(conn, run.id, RunStatus.PROVISIONING)
         runs_db.transition(conn, run.id, RunStatus.READY)

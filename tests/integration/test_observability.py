@@ -19,20 +19,18 @@ from shared.cli import main
 from shared.config import Settings
 from shared.db import runs as runs_db
 from shared.states import RunStatus
-from tests.builders import PERSONA
+from tests.builders import PERSONA, stored_run
 
 
 def make_runs(pool: ConnectionPool, n: int, method: str = "test.run", **kw: Any) -> list[uuid.UUID]:
     ids = []
     with pool.connection() as conn:
         for _ in range(n):
-            run = runs_db.create_run(
+            run = stored_run(
                 conn,
                 persona_id=uuid.UUID(PERSONA),
                 method_id=method,
                 adapter_image="localhost:5000/test-adapter:dev",
-                input={},
-                dry_run=False,
                 **kw,
             )
             ids.append(run.id)

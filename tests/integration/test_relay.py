@@ -16,9 +16,9 @@ from shared import dispatch
 from shared.celery_app import make_celery
 from shared.config import Settings
 from shared.db import outbox
-from shared.db import runs as runs_db
 from shared.queues import ROUTES, TaskNames
 from shared.runtime import Runtime
+from tests.builders import stored_run
 
 
 @pytest.fixture
@@ -34,12 +34,9 @@ def rt(settings: Settings, pool: ConnectionPool) -> Iterator[Runtime]:
 def _submit(pool: ConnectionPool) -> uuid.UUID:
     """A run as the api writes it, whose dispatch the broker never got."""
     with pool.connection() as conn:
-        run = runs_db.create_run(
+        run = stored_run(
             conn,
-            persona_id=uuid.uuid4(),
             method_id="test.relay",
-            adapter_image="img",
-            input={},
             dry_run=True,
         )
         dispatch.enqueue(conn, TaskNames.PROVISION, run.id)

@@ -15,17 +15,13 @@ from shared.db import runs as runs_db
 from shared.runtime import Runtime
 from shared.states import RunStatus
 from shared.storage import log_path
+from tests.builders import stored_run
 
 
 def finished_run(pool: ConnectionPool, days_ago: int) -> uuid.UUID:
     with pool.connection() as conn:
-        run = runs_db.create_run(
+        run = stored_run(
             conn,
-            persona_id=uuid.uuid4(),
-            method_id="test.run",
-            adapter_image="img",
-            input={},
-            dry_run=False,
         )
         runs_db.transition(conn, run.id, RunStatus.PROVISIONING)
         runs_db.transition(conn, run.id, RunStatus.ERROR, reason="x")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import psycopg
 import pytest
@@ -12,17 +11,14 @@ from psycopg_pool import ConnectionPool
 from shared.db import make_pool, outbox
 from shared.db import runs as runs_db
 from shared.states import RunStatus
+from tests.builders import stored_run
 
 
 def new_run(pool: ConnectionPool) -> runs_db.Run:
     with pool.connection() as conn:
-        return runs_db.create_run(
+        return stored_run(
             conn,
-            persona_id=uuid.uuid4(),
-            method_id="test.run",
-            adapter_image="img",
             input={"a": 1},
-            dry_run=False,
         )
 
 
@@ -38,13 +34,8 @@ def test_create_writes_the_run_and_its_audit_event_together(pool: ConnectionPool
 def test_a_rolled_back_submit_leaves_nothing(pool: ConnectionPool) -> None:
     with pool.connection() as conn, pytest.raises(RuntimeError):
         with conn.transaction():
-            run = runs_db.create_run(
+            run = stored_run(
                 conn,
-                persona_id=uuid.uuid4(),
-                method_id="test.run",
-                adapter_image="img",
-                input={},
-                dry_run=False,
             )
             raise RuntimeError("broker down")
     with pool.connection() as conn:
