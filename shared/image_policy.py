@@ -27,6 +27,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +55,12 @@ MANIFEST_TYPES = ", ".join(
 )
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TIMEOUT_S = 10.0
+# A registry that could not be reached is not asked again for this long by runs that do not need
+# it: a local image named for a registry nobody runs (``make images``) or a registry that is down
+# would otherwise cost every run a refused connection, or a timeout, on its way to the engine.
+REGISTRY_RETRY_S = 10.0
+_unreachable_until: dict[str, float] = {}
+_unreachable_lock = threading.Lock()
 _session: tuple[int, requests.Session] | None = None
 
 
@@ -315,17 +323,22 @@ def check(
         raise ImagePolicyError(f"{ref} is a tag; a digest reference (@sha256:...) is required")
     client = RegistryClient(image.registry, session)
     need_registry = settings.image_require_signature or settings.image_require_digest
+    # Nothing demands the registry: an image built into the engine still runs.
+    unpinned = Decision(ref=ref, digest=image.digest, signed=False, registry=image.registry)
+    if not need_registry and _unreachable_until.get(image.registry, 0.0) > time.monotonic():
+        return unpinned
     try:
         found = client.manifest(image.repository, image.digest or image.tag or "latest")
     except RegistryUnreachable:
+        with _unreachable_lock:
+            _unreachable_until[image.registry] = time.monotonic() + REGISTRY_RETRY_S
         if need_registry:
             raise
-        # Nothing demands the registry: an image built into the engine still runs.
-        return Decision(ref=ref, digest=image.digest, signed=False, registry=image.registry)
+        return unpinned
     if found is None:
         if need_registry:
             raise ImagePolicyError(f"{ref} is not in registry {image.registry}")
-        return Decision(ref=ref, digest=image.digest, signed=False, registry=image.registry)
+        return unpinned
     digest, _ = found
     if image.digest is not None and digest != image.digest:
         raise ImagePolicyError(f"registry served {digest} for {ref}")

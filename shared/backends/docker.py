@@ -24,6 +24,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount, Ulimit
 
+from shared.backends import engine_http
 from shared.errors import BackendError, BackendUnavailable, ImageNotFound
 from shared.policy import Resources
 
@@ -272,7 +273,7 @@ def start(client: docker.DockerClient, spec: ContainerSpec, first_attempt: bool 
                 if existing is not None:
                     return existing
             raise
-        container.start()
+        engine_http.for_client(client).start(container.id)
         return container
     except docker.errors.ImageNotFound as exc:
         raise ImageNotFound(f"image {spec.image_id} is no longer on the Docker engine") from exc
@@ -324,7 +325,7 @@ def follow(
         outcome.stopped = verdict is Heartbeat.STOP
         reader.join(timeout=10)
         stats.stop()
-        attrs = client.api.inspect_container(container.id)
+        attrs = engine_http.for_client(client).inspect_container(container.id)
         outcome.limits = _limits_of(attrs)
         state = attrs["State"]
         outcome.exit_code = state.get("ExitCode")
@@ -376,7 +377,9 @@ def remove(
         egress = container is None or container.attrs["HostConfig"].get("NetworkMode") != "none"
     else:  # the caller knows: no inspect, the container goes by its name
         try:
-            client.api.remove_container(container_name(run_id, attempt), force=True)
+            engine_http.for_client(client).remove_container(
+                container_name(run_id, attempt), force=True
+            )
         except docker.errors.NotFound:
             pass
         except (docker.errors.APIError, requests.exceptions.RequestException):
@@ -475,16 +478,28 @@ def _create_container(client: docker.DockerClient, image: str, **kwargs: Any) ->
     """``client.containers.create`` without the inspect it makes to return a full model.
 
     One engine call fewer per run: nothing reads the model's attributes before the container is
-    followed, and ``follow`` inspects once at the end. Uses the SDK's own argument conversion
-    (a private helper of docker-py, pinned in requirements/) so every option means the same.
+    followed, and ``follow`` inspects once at the end. The options go through the SDK's own
+    argument conversion (private helpers of docker-py, pinned in requirements/) so every option
+    means the same; the call itself goes over the lean client (engine_http).
     """
     from docker.models.containers import _create_container_args
+    from docker.utils.utils import format_environment
 
-    kwargs.update(image=image, command=None, version=client.api._version)
-    created = client.api.create_container(**_create_container_args(kwargs))
-    name = kwargs.get("name") or ""
+    api = client.api
+    kwargs.update(image=image, command=None, version=api._version)
+    args = _create_container_args(kwargs)
+    name = args.pop("name")
+    environment = args.pop("environment", None)
+    if isinstance(environment, dict):
+        environment = format_environment(environment)
+    # What the SDK's create_container does with ~/.docker/config.json proxy settings.
+    environment = api._proxy_configs.inject_proxy_environment(environment) or None
+    config = api.create_container_config(environment=environment, **args)
+    created = engine_http.for_client(client).create_container(
+        name, {key: value for key, value in config.items() if value is not None}
+    )
     return client.containers.prepare_model(
-        {"Id": created["Id"], "Name": f"/{name}", "Config": {"Labels": kwargs.get("labels")}}
+        {"Id": created, "Name": f"/{name}", "Config": {"Labels": kwargs.get("labels")}}
     )
 
 
@@ -565,6 +580,7 @@ def _wait(
     for a limit the executor enforces) or Heartbeat.DETACH.
     """
     first = on_running is not None
+    engine = engine_http.for_client(container.client)
     while True:
         remaining = timeout_s - (time.time() - started)
         if remaining <= 0:
@@ -572,7 +588,7 @@ def _wait(
             return "timeout"
         try:
             step = min(remaining, first_wait_s if first else interval_s)
-            container.wait(timeout=max(0.05, step))
+            engine.wait(container.id, timeout=max(0.05, step))
             return "exited"
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
             if isinstance(exc, requests.exceptions.ConnectionError) and not _is_timeout(exc):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import threading
 
 import pytest
 
@@ -61,6 +63,40 @@ def test_an_unreachable_registry_is_an_error_only_when_something_is_required() -
         image_policy.check(
             dataclasses.replace(base, image_require_signature=True), "127.0.0.1:9/a/b:c"
         )
+
+
+def test_a_registry_that_refused_is_left_alone_for_a_while_by_runs_that_do_not_need_it() -> None:
+    # A loopback listener that takes each connection and hangs up: the registry is "down".
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    port = listener.getsockname()[1]
+    accepted: list[int] = []
+
+    def hang_up(count: int) -> None:
+        for _ in range(count):
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed by the test, or timed out
+                return
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=hang_up, args=(2,), daemon=True)
+    thread.start()
+    registry = f"127.0.0.1:{port}"
+    base = dataclasses.replace(Settings(), image_registries=registry)
+    ref = f"{registry}/a/b:c"
+    try:
+        assert image_policy.check(base, ref).ref == ref
+        assert image_policy.check(base, ref).ref == ref
+        assert len(accepted) == 1  # the second run did not ask
+        # A run that needs the registry still asks it, and is refused as before.
+        with pytest.raises(image_policy.ImagePolicyError, match="unreachable"):
+            image_policy.check(dataclasses.replace(base, image_require_signature=True), ref)
+        assert len(accepted) == 2
+    finally:
+        listener.close()
+        thread.join(timeout=10)
 
 
 def test_default_allow_list_is_the_acr_server_and_localhost_5000() -> None:

@@ -1,0 +1,163 @@
+"""The lean engine client (engine_http): against the real engine, and a socket that drops idle
+kept-alive connections the way an engine restarting its listener does."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+import requests.exceptions
+
+from shared.backends import docker as docker_backend
+from shared.backends import engine_http
+from shared.errors import BackendUnavailable
+from shared.policy import Resources
+from tests.builders import TEST_IMAGE
+
+FLEET = "test-engine-http"
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    return docker_backend.connect()
+
+
+@pytest.fixture(scope="module")
+def image_id(client: docker.DockerClient) -> str:
+    return docker_backend.resolve_image(client, TEST_IMAGE).image_id
+
+
+@pytest.fixture
+def name(client: docker.DockerClient) -> Iterator[str]:
+    name = f"test-engine-http-{uuid.uuid4()}"
+    yield name
+    try:
+        client.api.remove_container(name, force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def _config(image_id: str, **extra: object) -> dict[str, object]:
+    return {
+        "Image": image_id,
+        "Env": ["SANDBOX_METHOD_ID=test.run"],
+        "Labels": {docker_backend.LABEL_FLEET: FLEET},
+        "HostConfig": {"NetworkMode": "none"},
+        **extra,
+    }
+
+
+def test_a_container_is_created_started_waited_for_inspected_and_removed(
+    client: docker.DockerClient, image_id: str, name: str
+) -> None:
+    engine = engine_http.for_client(client)
+    container_id = engine.create_container(name, _config(image_id))
+    engine.start(container_id)
+    status = engine.wait(container_id, timeout=30)
+    attrs = engine.inspect_container(name)
+    assert attrs["Id"] == container_id
+    assert attrs["State"]["Status"] == "exited"
+    assert attrs["State"]["ExitCode"] == status["StatusCode"]
+    assert attrs["Config"]["Labels"][docker_backend.LABEL_FLEET] == FLEET
+    assert attrs["HostConfig"]["NetworkMode"] == "none"
+    engine.remove_container(name, force=True)
+    with pytest.raises(docker.errors.NotFound):
+        engine.inspect_container(name)
+    # The SDK, which shares nothing with the lean client, agrees it is gone.
+    assert not client.containers.list(all=True, filters={"name": name})
+
+
+def test_engine_errors_arrive_as_the_sdk_raises_them(
+    client: docker.DockerClient, image_id: str, name: str
+) -> None:
+    engine = engine_http.for_client(client)
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.create_container(name, _config("sandbox-runner-absent:never"))
+    engine.create_container(name, _config(image_id))
+    with pytest.raises(docker.errors.APIError) as conflict:
+        engine.create_container(name, _config(image_id))
+    # docker_backend.start returns the existing container on exactly this error.
+    assert conflict.value.status_code == 409
+    assert "already in use" in str(conflict.value)
+    with pytest.raises(docker.errors.NotFound):
+        engine.remove_container(f"{name}-never-created", force=True)
+
+
+def test_a_wait_that_times_out_leaves_the_client_usable(
+    client: docker.DockerClient, image_id: str
+) -> None:
+    spec = docker_backend.ContainerSpec(
+        run_id=str(uuid.uuid4()),
+        attempt=1,
+        method_id="test.run",
+        image_id=image_id,
+        input_json=json.dumps({"action": "sleep", "seconds": 30}).encode(),
+        resources=Resources(0.5, 64, 30),
+        fleet=FLEET,
+    )
+    container = docker_backend.start(client, spec, first_attempt=True)
+    try:
+        engine = engine_http.for_client(client)
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            engine.wait(container.id, timeout=0.3)
+        assert engine.inspect_container(container.id)["State"]["Running"] is True
+    finally:
+        docker_backend.remove(client, spec.run_id, spec.attempt, egress=False)
+    with pytest.raises(docker.errors.NotFound):
+        engine.inspect_container(container.id)
+
+
+def test_an_unreachable_engine_is_reported_as_unavailable(tmp_path: Path) -> None:
+    dead = docker.DockerClient(base_url=f"unix://{tmp_path}/no-engine.sock", version="1.45")
+    spec = docker_backend.ContainerSpec(
+        run_id=str(uuid.uuid4()),
+        attempt=1,
+        method_id="test.run",
+        image_id="sha256:" + "0" * 64,
+        input_json=b"{}",
+        resources=Resources(0.5, 64, 5),
+        fleet=FLEET,
+    )
+    with pytest.raises(BackendUnavailable):
+        docker_backend.start(dead, spec, first_attempt=True)
+
+
+def test_a_kept_alive_connection_the_engine_closed_is_replaced_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "closing.sock")
+    requests_seen: list[bytes] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(4)
+    server.settimeout(10)
+
+    def answer_once_then_close() -> None:
+        # Answers as HTTP/1.1 keep-alive, then closes: the client's next call on that
+        # connection finds it gone before any byte of a response.
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                requests_seen.append(conn.recv(65536).split(b"\r\n", 1)[0])
+                body = b'{"Id": "x"}'
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+
+    thread = threading.Thread(target=answer_once_then_close, daemon=True)
+    thread.start()
+    engine = engine_http.for_client(docker.DockerClient(base_url=f"unix://{path}", version="1.45"))
+    try:
+        assert engine.inspect_container("x") == {"Id": "x"}
+        assert engine.inspect_container("x") == {"Id": "x"}
+    finally:
+        thread.join(timeout=10)
+        server.close()
+    assert requests_seen == [b"GET /v1.45/containers/x/json HTTP/1.1"] * 2
