@@ -140,10 +140,10 @@ def resolve_image(client: docker.DockerClient, ref: str, pull_timeout_s: int = 1
 def _resolve_image(client: docker.DockerClient, ref: str) -> ImageInfo:
     pulled = False
     try:
-        image = client.images.get(ref)
+        image = engine_http.for_client(client).inspect_image(ref)
     except docker.errors.ImageNotFound:
         try:
-            image = client.images.pull(ref)
+            image = client.images.pull(ref).attrs
             pulled = True
         except (docker.errors.APIError, docker.errors.ImageNotFound) as exc:
             reason = getattr(exc, "explanation", None) or str(exc)
@@ -155,12 +155,12 @@ def _resolve_image(client: docker.DockerClient, ref: str) -> ImageInfo:
             raise _translate(exc, f"pulling {ref}") from exc
     except (requests.exceptions.RequestException, docker.errors.APIError) as exc:
         raise _translate(exc, f"looking up {ref}") from exc
-    return ImageInfo(image_id=image.id, digest=_repo_digest(ref, image), pulled=pulled)
+    return ImageInfo(image_id=image["Id"], digest=_repo_digest(ref, image), pulled=pulled)
 
 
-def _repo_digest(ref: str, image: Any) -> str:
+def _repo_digest(ref: str, image: dict[str, Any]) -> str:
     """The registry digest to record: the reference itself when pinned, else the repo's own."""
-    digests = image.attrs.get("RepoDigests") or []
+    digests = image.get("RepoDigests") or []
     if "@sha256:" in ref and ref in digests:
         return ref
     name = ref.split("@", 1)[0]
@@ -170,7 +170,7 @@ def _repo_digest(ref: str, image: Any) -> str:
     for digest in digests:
         if digest.split("@", 1)[0] == name:
             return digest
-    return digests[0] if digests else image.id
+    return digests[0] if digests else image["Id"]
 
 
 class _LineSplitter:
@@ -543,25 +543,24 @@ def _log_frames(client: docker.DockerClient, container_id: str) -> Iterator[tupl
     The SDK's ``logs()`` drops the stream id; this reads the same multiplexed frames keeping it
     (1 = stdout, 2 = stderr), from the first line, for running and exited containers alike.
     """
-    api = client.api
-    response = api._get(
-        api._url("/containers/{0}/logs", container_id),
-        params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
-        stream=True,
+    response = engine_http.for_client(client).stream(
+        f"/containers/{container_id}/logs",
+        {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
     )
-    api._raise_for_status(response)
-    api._disable_socket_timeout(api._get_raw_response_socket(response))
-    while True:
-        header = response.raw.read(8)
-        if len(header) < 8:
-            return
-        stream_id, length = struct.unpack(">BxxxL", header)
-        if not length:
-            continue
-        data = response.raw.read(length)
-        if not data:
-            return
-        yield stream_id, data
+    try:
+        while True:
+            header = response.read(8)
+            if len(header) < 8:
+                return
+            stream_id, length = struct.unpack(">BxxxL", header)
+            if not length:
+                continue
+            data = response.read(length)
+            if not data:
+                return
+            yield stream_id, data
+    finally:
+        response.close()
 
 
 def _wait(

@@ -1,9 +1,9 @@
-"""Engine calls on every run's path (create, start, wait, inspect, remove) over http.client.
+"""Engine calls on every run's path (create, start, wait, logs, inspect, remove) over http.client.
 
 Why not the SDK for these: a docker-SDK call costs about 0.8 ms of CPU in requests and urllib3
 (session merging, adapters, connection pools) against about 0.13 ms for http.client on a kept-alive
 socket, and at saturation the executor's CPU competes with the engine's for the same cores.
-Everything else (images, networks, listings, logs, pulls) stays on the SDK.
+Everything else (pulls, networks, listings, stats, kills) stays on the SDK.
 
 Errors keep the SDK's contract, so callers handle one set of exceptions: an HTTP error becomes the
 docker.errors class the SDK would raise (NotFound, ImageNotFound, APIError with its status code),
@@ -157,6 +157,37 @@ class EngineHTTP:
 
     def remove_container(self, container: str, force: bool = False) -> None:
         self.request("DELETE", f"/containers/{quote(container)}", {"force": int(force), "v": 0})
+
+    def inspect_image(self, image: str) -> dict[str, Any]:
+        return self.request("GET", f"/images/{quote(image, safe='/:@')}/json")
+
+    def stream(self, path: str, params: dict[str, Any]) -> http.client.HTTPResponse:
+        """Open a streaming GET on a connection of its own, without a read timeout.
+
+        The caller reads the response to its end and closes it; the connection goes with it.
+        """
+        conn = self._new_connection(self.timeout)
+        url = f"/v{self.version}{path}?{urlencode(params)}"
+        try:
+            conn.request("GET", url)
+            response = conn.getresponse()
+            data = response.read() if response.status >= 400 else b""
+        except TimeoutError as exc:
+            conn.close()
+            raise requests.exceptions.ReadTimeout(f"engine call GET {path}") from exc
+        except OSError as exc:
+            conn.close()
+            raise requests.exceptions.ConnectionError(f"engine unreachable for GET {path}") from exc
+        if response.status >= 400:
+            conn.close()
+            _raise_api_error(response, data, url)
+        sock = conn.sock
+        assert sock is not None
+        sock.settimeout(None)  # a log follows its container for as long as it runs
+        # The response holds the socket from here: closing it closes the socket for real.
+        conn.sock = None
+        sock.close()
+        return response
 
 
 _ENGINES: weakref.WeakKeyDictionary[Any, EngineHTTP] = weakref.WeakKeyDictionary()

@@ -79,6 +79,9 @@ def test_engine_errors_arrive_as_the_sdk_raises_them(
 ) -> None:
     engine = engine_http.for_client(client)
     with pytest.raises(docker.errors.ImageNotFound):
+        engine.inspect_image("sandbox-runner-absent:never")
+    assert engine.inspect_image(image_id)["Id"] == image_id
+    with pytest.raises(docker.errors.ImageNotFound):
         engine.create_container(name, _config("sandbox-runner-absent:never"))
     engine.create_container(name, _config(image_id))
     with pytest.raises(docker.errors.APIError) as conflict:
@@ -88,6 +91,8 @@ def test_engine_errors_arrive_as_the_sdk_raises_them(
     assert "already in use" in str(conflict.value)
     with pytest.raises(docker.errors.NotFound):
         engine.remove_container(f"{name}-never-created", force=True)
+    with pytest.raises(docker.errors.NotFound):
+        engine.stream(f"/containers/{name}-never-created/logs", {"stdout": 1})
 
 
 def test_a_wait_that_times_out_leaves_the_client_usable(
