@@ -106,6 +106,10 @@ def connect(base_url: str | None = None, timeout: int = 30) -> docker.DockerClie
     # (a scan of os.environ per request: the largest CPU cost of the executor in a profile); an
     # engine is reached over its socket or with its own TLS settings, never through a proxy.
     client.api.trust_env = False
+    try:
+        engine_http.for_client(client)  # an engine it cannot reach fails here, not in a run
+    except docker.errors.DockerException as exc:
+        raise BackendUnavailable(str(exc)) from exc
     return client
 
 
