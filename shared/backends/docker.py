@@ -689,6 +689,9 @@ class _StatsSampler:
 
     def _run(self) -> None:
         try:
+            # The stream's first sample waits for the engine's next collection tick (up to a
+            # second): a one-shot read first gives a run that ends before it its figures.
+            self._take(self.client.api.stats(self.container_id, stream=False, one_shot=True))
             self._stream = self.client.api.stats(self.container_id, stream=True, decode=True)
             for sample in self._stream:
                 self._take(sample)

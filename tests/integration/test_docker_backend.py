@@ -182,3 +182,15 @@ def test_a_tag_is_looked_up_again_on_every_resolve(
         assert docker_backend.resolve_image(client, tag).image_id == other.id
     finally:
         client.images.remove(tag, noprune=True)
+
+
+def test_a_run_of_a_second_reports_its_cpu_time_and_memory(
+    client: docker.DockerClient, image_id: str
+) -> None:
+    # Shorter than the engine's stats tick can be relied on for: the first figures come from a
+    # one-shot read as soon as the run outlives the executor's first short wait.
+    outcome, _ = run(client, image_id, {"action": "sleep", "seconds": 1})
+    assert outcome.exit_code == 0
+    assert outcome.stats_samples >= 1
+    assert outcome.cpu_seconds is not None and outcome.cpu_seconds > 0
+    assert outcome.peak_memory_bytes is not None and outcome.peak_memory_bytes > 1024 * 1024
