@@ -67,8 +67,9 @@ def test_metrics_move_with_one_successful_run(fleet: Fleet, fleet_settings: Sett
     before = {name: scrape(url) for name, url in urls.items()}
     method = "test.run"
 
-    # Long enough for the engine's stats stream to deliver a sample (CPU, peak memory).
-    run = fleet.run(run_request(methodId=method, input={"action": "sleep", "seconds": 1}))
+    # Long enough for the engine to deliver a stats sample (CPU, peak memory) even when loaded:
+    # a 1 s run missed it once in CI, with two test workers and their fleets on two cores.
+    run = fleet.run(run_request(methodId=method, input={"action": "sleep", "seconds": 3}))
     assert run["status"] == "succeeded", run
 
     # The terminal transition happens in the finalizer: its endpoint counts the run once.
