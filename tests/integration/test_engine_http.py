@@ -3,12 +3,9 @@ kept-alive connections the way an engine restarting its listener does."""
 
 from __future__ import annotations
 
-import datetime
 import http.server
-import ipaddress
 import json
 import socket
-import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,16 +16,13 @@ import docker.errors
 import docker.tls
 import pytest
 import requests.exceptions
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from shared.backends import docker as docker_backend
 from shared.backends import engine_http
 from shared.errors import BackendUnavailable
 from shared.policy import Resources
 from tests.builders import TEST_IMAGE
+from tests.sim.tls import make_tls
 
 FLEET = "test-engine-http"
 
@@ -178,7 +172,7 @@ def test_a_kept_alive_connection_the_engine_closed_is_replaced_once(tmp_path: Pa
 
 
 def test_a_tls_engine_is_reached_with_the_clients_own_ca(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    tls = make_tls(tmp_path)
     seen: list[str] = []
 
     class Engine(http.server.BaseHTTPRequestHandler):
@@ -197,15 +191,13 @@ def test_a_tls_engine_is_reached_with_the_clients_own_ca(tmp_path: Path) -> None
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Engine)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.socket = tls.server_context().wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"https://127.0.0.1:{server.server_address[1]}"
         trusting = docker.DockerClient(
-            base_url=url, tls=docker.tls.TLSConfig(ca_cert=str(cert), verify=True), version="1.45"
+            base_url=url, tls=docker.tls.TLSConfig(ca_cert=str(tls.ca), verify=True), version="1.45"
         )
         assert engine_http.for_client(trusting).inspect_container("x") == {"Id": "over-tls"}
         assert seen == ["/v1.45/containers/x/json"]
@@ -224,34 +216,3 @@ def test_an_engine_over_ssh_is_refused_when_the_client_is_made() -> None:
     # at start-up, with a message naming ssh, and not in the middle of a run.
     with pytest.raises(BackendUnavailable, match="ssh"):
         docker_backend.connect("ssh://sandbox@127.0.0.1:9")
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "engine")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "engine.pem", directory / "engine.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
