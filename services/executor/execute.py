@@ -58,6 +58,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             None if fresh else docker_backend.find_container(client, str(run_id), run.attempt)
         )
         started_at: float | None = None
+        output = None  # the attached output of a container this call starts
         if container is None and run.raw_lines != {"stdout": 0, "stderr": 0}:
             # The attempt printed before its container vanished: its output cannot be
             # completed, so this becomes a new attempt from a clean slate.
@@ -66,7 +67,8 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
                 return None
         if container is None:
             spec = egress.prepare(client, rt.settings, run.plan, _spec(rt, run))  # issue 6
-            container = docker_backend.start(client, spec, first_attempt=fresh)
+            started = docker_backend.start(client, spec, first_attempt=fresh)
+            container, output = started.container, started.output
             started_at = time.time()  # saves an inspect: the wall limit counts from here
             faults.crash_point(rt.settings, "execute.after_start")
         else:
@@ -83,6 +85,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             rt.settings.heartbeat_interval_s,
             rt.settings.max_line_bytes,
             started_at=started_at,
+            output=output,
         )
     except docker_backend.LeaseLost:
         logger.warning("another executor took the run over; detaching", extra=log)

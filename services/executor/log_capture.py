@@ -29,7 +29,15 @@ logger = logging.getLogger(__name__)
 
 _MARKER = EVALUATION_MARKER.encode()
 
+# The evaluation marker at the start of any line but the first of a joined batch.
+_NEXT_MARKER = b"\n" + _MARKER
+
 Publisher = Callable[[str, str], None]
+
+
+def _block(lines: list[str]) -> str:
+    """Return lines as one text, each ending with a newline."""
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -140,44 +148,97 @@ class LogCapture:
     def sink_lines(self, stream: str, raws: list[bytes]) -> None:
         """Take a batch of raw lines (without newlines) from ``stream``, in order."""
         with self._lock:
-            skip = self.skip.get(stream, 0)
-            text: list[str] = []
-            replayed = False
-            for raw in raws:
-                self.raw[stream] += 1
-                self.stats[stream].seen += len(raw) + 1
-                is_replay = self.raw[stream] <= skip
-                if stream == "stdout" and raw.startswith(_MARKER):
-                    # The evaluation is stored on the run, redacted, not as a log line. The lines
-                    # printed before it go through the redactor first: an ``::add-mask::`` among
-                    # them must already apply to the evaluation.
-                    if text:
-                        self._redact(stream, text, inline=not replayed)
-                        text = []
-                    marker = raw[len(_MARKER) :].decode("utf-8", errors="replace")
-                    self.evaluation_raw = self.redactor.redact_text(marker)
-                    continue
-                if self.overflowed and self.stored_bytes >= self.max_inline:
-                    continue  # nothing more can be kept anywhere: count it, skip the redactor
-                if text and is_replay != replayed:
-                    # Lines an earlier follower stored and new ones go through the redactor in
-                    # separate blocks, so each output line is attributed to its side.
-                    self._redact(stream, text, inline=not replayed)
-                    text = []
-                replayed = is_replay
-                text.append(raw.decode("utf-8", errors="replace"))
-            if text:
-                self._redact(stream, text, inline=not replayed)
+            if not self._take_block(stream, raws):
+                self._take_lines(stream, raws)
             if (
                 len(self._pending) >= self.flush_lines
                 or time.monotonic() - self._last_flush >= self.flush_interval_s
             ):
                 self._flush()
 
-    def _redact(self, stream: str, lines: list[str], *, inline: bool) -> None:
+    def _take_block(self, stream: str, raws: list[bytes]) -> bool:
+        """Take a batch in one piece when none of it is a replay or the evaluation.
+
+        That is nearly every batch of a long output, and per-line Python work would cost about
+        as much as redacting it. Returns False, having changed nothing, when it cannot.
+        """
+        if self.raw[stream] < self.skip.get(stream, 0):
+            return False
+        joined = b"\n".join(raws)
+        if stream == "stdout" and (joined.startswith(_MARKER) or _NEXT_MARKER in joined):
+            return False
+        self.raw[stream] += len(raws)
+        self.stats[stream].seen += len(joined) + 1
+        if not (self.overflowed and self.stored_bytes >= self.max_inline):
+            joined += b"\n"
+            self._redact(stream, joined.decode("utf-8", errors="replace"), inline=True)
+        return True
+
+    def _take_lines(self, stream: str, raws: list[bytes]) -> None:
+        """Take a batch a line at a time: lines stored before (a replay), the evaluation."""
+        skip = self.skip.get(stream, 0)
+        text: list[str] = []
+        replayed = False
+        for raw in raws:
+            self.raw[stream] += 1
+            self.stats[stream].seen += len(raw) + 1
+            is_replay = self.raw[stream] <= skip
+            if stream == "stdout" and raw.startswith(_MARKER):
+                # The evaluation is stored on the run, redacted, not as a log line. The lines
+                # printed before it go through the redactor first: an ``::add-mask::`` among
+                # them must already apply to the evaluation.
+                if text:
+                    self._redact(stream, _block(text), inline=not replayed)
+                    text = []
+                marker = raw[len(_MARKER) :].decode("utf-8", errors="replace")
+                self.evaluation_raw = self.redactor.redact_text(marker)
+                continue
+            if self.overflowed and self.stored_bytes >= self.max_inline:
+                continue  # nothing more can be kept anywhere: count it, skip the redactor
+            if text and is_replay != replayed:
+                # Lines an earlier follower stored and new ones go through the redactor in
+                # separate blocks, so each output line is attributed to its side.
+                self._redact(stream, _block(text), inline=not replayed)
+                text = []
+            replayed = is_replay
+            text.append(raw.decode("utf-8", errors="replace"))
+        if text:
+            self._redact(stream, _block(text), inline=not replayed)
+
+    def _redact(self, stream: str, block: str, *, inline: bool) -> None:
         # One pass over the block: the redactor's per-call cost is paid once, not per line.
-        for line in self.streams[stream].feed("\n".join(lines) + "\n"):
-            self._keep(stream, line, inline=inline)
+        lines = self.streams[stream].feed(block)
+        if lines and not self._keep_block(stream, lines, inline=inline):
+            for line in lines:
+                self._keep(stream, line, inline=inline)
+
+    def _keep_block(self, stream: str, lines: list[str], *, inline: bool) -> bool:
+        """Keep redacted lines in one piece once the inline store is full and the preview's
+        head is taken, if the blob has room for all of them and none is in it already.
+
+        Returns False, having changed nothing, otherwise: ``_keep`` then goes line by line.
+        """
+        if inline and self.stored_bytes < self.max_inline:
+            return False
+        if self.overflowed or len(self._head) < self._preview_lines:
+            return False
+        data = _block(lines).encode()
+        size, position = len(data), self.blob_position[stream]
+        if self.blob_total + size > self.blob_cap or position < self.blob_size[stream]:
+            return False
+        self.printed += len(lines)
+        last = lines[-self._preview_lines :] if self._preview_lines else []
+        self._tail.extend(
+            {"n": n, "stream": stream, "line": line}
+            for n, line in enumerate(last, start=self.printed - len(last) + 1)
+        )
+        self.blob_position[stream] = position + size
+        self.blob_total += size
+        self.stats[stream].kept += size
+        self._pending_blob[stream] += data
+        if inline:
+            self.truncated = True  # the inline store is full: these lines are not in it
+        return True
 
     def _keep(self, stream: str, line: str, *, inline: bool) -> None:
         self.printed += 1

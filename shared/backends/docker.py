@@ -5,6 +5,7 @@ Docker SDK exceptions stop here: callers see ImageNotFound, BackendUnavailable o
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import shutil
@@ -74,6 +75,16 @@ class ContainerSpec:
     nofile_limit: int = 1024
     # A run the policy allows egress: its internal network and proxy (shared/backends/egress.py).
     egress: EgressAttachment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """An attempt's container just started, with its output attached from the first byte."""
+
+    container: Any
+    # None when the container already existed (a redelivered task raced us): its output is
+    # read from the engine's log instead, from the first line.
+    output: http.client.HTTPResponse | None
 
 
 @dataclass(slots=True)
@@ -242,11 +253,12 @@ def find_container(client: docker.DockerClient, run_id: str, attempt: int) -> An
         raise _translate(exc, f"looking for the container of {run_id}") from exc
 
 
-def start(client: docker.DockerClient, spec: ContainerSpec, first_attempt: bool = False) -> Any:
-    """Create and start the attempt's container (removing earlier attempts' leftovers).
+def start(client: docker.DockerClient, spec: ContainerSpec, first_attempt: bool = False) -> Started:
+    """Create the attempt's container, attach to its output and start it.
 
-    If the attempt's container already exists (a redelivered task raced us) it is returned as is:
-    never a second container for one attempt.
+    Earlier attempts' leftovers are removed first. If the attempt's container already exists (a
+    redelivered task raced us) it is returned as is, unattached: never a second container for one
+    attempt.
     """
     workdir = _input_dir(spec.run_id, spec.attempt)
     try:
@@ -275,10 +287,19 @@ def start(client: docker.DockerClient, spec: ContainerSpec, first_attempt: bool 
             if exc.status_code in (400, 409) and "already in use" in str(exc):
                 existing = find_container(client, spec.run_id, spec.attempt)
                 if existing is not None:
-                    return existing
+                    return Started(existing, None)
             raise
-        engine_http.for_client(client).start(container.id)
-        return container
+        engine = engine_http.for_client(client)
+        # Attached before the start, so not one byte is printed unseen. The attach, not the
+        # engine's log, carries the output: following a json-file log loses lines (or stops)
+        # where the engine rotates it, here from the first 128 MB (moby#37646 and its kin).
+        output = engine.attach(container.id)
+        try:
+            engine.start(container.id)
+        except BaseException:
+            output.close()
+            raise
+        return Started(container, output)
     except docker.errors.ImageNotFound as exc:
         raise ImageNotFound(f"image {spec.image_id} is no longer on the Docker engine") from exc
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
@@ -294,11 +315,14 @@ def follow(
     heartbeat_interval_s: float = 2.0,
     max_line_bytes: int = 16 * 1024,
     started_at: float | None = None,
+    output: http.client.HTTPResponse | None = None,
 ) -> ContainerOutcome:
     """Stream a started container's output to ``sink`` until it exits; enforce its wall limit.
 
-    Output is read from the engine's log from its first line, so following a container again
-    after an executor died replays everything (the caller skips what it stored). The wall limit
+    Output comes from ``output``, the attach ``start`` opened, when this process started the
+    container. Otherwise it is read from the engine's log from its first line, so following a
+    container again after an executor died replays everything (the caller skips what it
+    stored); that replay shares the engine's json-file limits (see ``start``). The wall limit
     counts from the container's own start time (``started_at`` when the caller just started it,
     else read from the engine), not from when this call began. Raises LeaseLost when
     ``heartbeat`` says another executor owns the run (the container is left running).
@@ -311,7 +335,7 @@ def follow(
         started = started_at
         reader = threading.Thread(
             target=_pump,
-            args=(client, container.id, sink, max_line_bytes),
+            args=(client, container.id, sink, max_line_bytes, output),
             name=f"logs-{container.name}",
             daemon=True,
         )
@@ -352,16 +376,17 @@ def run_container(
     max_line_bytes: int = 16 * 1024,
 ) -> ContainerOutcome:
     """Start, follow and remove one container: the whole life of an attempt in one call."""
-    container = start(client, spec)
+    started = start(client, spec)
     try:
         return follow(
             client,
-            container,
+            started.container,
             spec.resources.timeout_s,
             sink,
             heartbeat,
             heartbeat_interval_s,
             max_line_bytes,
+            output=started.output,
         )
     finally:
         remove(client, spec.run_id, spec.attempt)
@@ -472,8 +497,8 @@ def _create(client: docker.DockerClient, spec: ContainerSpec, workdir: Path) -> 
         stdin_open=False,
         tty=False,
         detach=True,
-        # The engine's own copy of the output is what the executor follows (and replays after a
-        # takeover); bounded so a run printing without end cannot fill the host's disk.
+        # The engine's own copy of the output is what an executor taking a run over replays;
+        # bounded so a run printing without end cannot fill the host's disk.
         log_config=LogConfig(type="json-file", config={"max-size": "128m", "max-file": "4"}),
     )
 
@@ -523,14 +548,24 @@ def _limits_of(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pump(
-    client: docker.DockerClient, container_id: str, sink: LineSink, max_line_bytes: int
+    client: docker.DockerClient,
+    container_id: str,
+    sink: LineSink,
+    max_line_bytes: int,
+    output: http.client.HTTPResponse | None,
 ) -> None:
     splitters = {
         1: _LineSplitter("stdout", sink, max_line_bytes),
         2: _LineSplitter("stderr", sink, max_line_bytes),
     }
     try:
-        for stream_id, data in _log_frames(client, container_id):
+        if output is None:
+            output = engine_http.for_client(client).stream(
+                "GET",
+                f"/containers/{container_id}/logs",
+                {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
+            )
+        for stream_id, data in _frames(output):
             splitter = splitters.get(stream_id)
             if splitter is not None:
                 splitter.feed(data)
@@ -541,30 +576,41 @@ def _pump(
             splitter.close()
 
 
-def _log_frames(client: docker.DockerClient, container_id: str) -> Iterator[tuple[int, bytes]]:
-    """Yield (stream id, bytes) from the engine's log of a container, following it to its end.
+def _frames(response: http.client.HTTPResponse) -> Iterator[tuple[int, bytes]]:
+    """Yield (stream id, bytes) from an engine stream of multiplexed frames, to its end.
 
-    The SDK's ``logs()`` drops the stream id; this reads the same multiplexed frames keeping it
-    (1 = stdout, 2 = stderr), from the first line, for running and exited containers alike.
+    Attach and logs both send these frames (1 = stdout, 2 = stderr); the SDK's ``logs()`` would
+    drop the stream id. Whatever the socket holds is read at once and consecutive frames of one
+    stream are joined: a printer's frames are a few KiB each, and every batch the redactor is
+    handed costs it a fixed amount on top of its bytes.
     """
-    response = engine_http.for_client(client).stream(
-        f"/containers/{container_id}/logs",
-        {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0},
-    )
+    buf = bytearray()
     try:
-        while True:
-            header = response.read(8)
-            if len(header) < 8:
-                return
-            stream_id, length = struct.unpack(">BxxxL", header)
-            if not length:
-                continue
-            data = response.read(length)
-            if not data:
-                return
-            yield stream_id, data
+        while chunk := response.read1(_READ_BYTES):
+            buf += chunk
+            pos, end = 0, len(buf)
+            stream_id = 0
+            parts: list[bytes] = []
+            while end - pos >= 8:
+                sid, length = _FRAME_HEADER.unpack_from(buf, pos)
+                if end - pos - 8 < length:
+                    break  # the rest of this frame is still on its way
+                if sid != stream_id and parts:
+                    yield stream_id, b"".join(parts)
+                    parts = []
+                stream_id = sid
+                if length:
+                    parts.append(bytes(buf[pos + 8 : pos + 8 + length]))
+                pos += 8 + length
+            if parts:
+                yield stream_id, b"".join(parts)
+            del buf[:pos]
     finally:
         response.close()
+
+
+_FRAME_HEADER = struct.Struct(">BxxxL")
+_READ_BYTES = 1 << 20
 
 
 def _wait(

@@ -1,8 +1,9 @@
-"""Engine calls on every run's path (create, start, wait, logs, inspect, remove) over http.client.
+"""The engine calls on every run's path (create, attach, start, wait, logs, inspect, remove).
 
-Why not the SDK for these: a docker-SDK call costs about 0.8 ms of CPU in requests and urllib3
-(session merging, adapters, connection pools) against about 0.13 ms for http.client on a kept-alive
-socket, and at saturation the executor's CPU competes with the engine's for the same cores.
+They go over http.client, not the SDK: a docker-SDK call costs about 0.8 ms of CPU in requests
+and urllib3 (session merging, adapters, connection pools) against about 0.13 ms for http.client on
+a kept-alive socket, and at saturation the executor's CPU competes with the engine's for the same
+cores.
 Everything else (pulls, networks, listings, stats, kills) stays on the SDK.
 
 Errors keep the SDK's contract, so callers handle one set of exceptions: an HTTP error becomes the
@@ -161,29 +162,44 @@ class EngineHTTP:
     def inspect_image(self, image: str) -> dict[str, Any]:
         return self.request("GET", f"/images/{quote(image, safe='/:@')}/json")
 
-    def stream(self, path: str, params: dict[str, Any]) -> http.client.HTTPResponse:
-        """Open a streaming GET on a connection of its own, without a read timeout.
+    def attach(self, container: str) -> http.client.HTTPResponse:
+        """Attach to a container's stdout and stderr as it prints (multiplexed frames).
+
+        Opened before the container starts, it carries every byte from the first. The engine
+        copies output to an attached reader as it comes, so a reader slower than its container
+        slows the container's writes instead of losing lines.
+        """
+        return self.stream(
+            "POST",
+            f"/containers/{quote(container)}/attach",
+            {"stream": 1, "stdout": 1, "stderr": 1},
+        )
+
+    def stream(self, method: str, path: str, params: dict[str, Any]) -> http.client.HTTPResponse:
+        """Open a streaming call on a connection of its own, without a read timeout.
 
         The caller reads the response to its end and closes it; the connection goes with it.
         """
         conn = self._new_connection(self.timeout)
         url = f"/v{self.version}{path}?{urlencode(params)}"
         try:
-            conn.request("GET", url)
+            conn.request(method, url)
+            sock = conn.sock  # the connection lets go of it when the response is read to close
             response = conn.getresponse()
             data = response.read() if response.status >= 400 else b""
         except TimeoutError as exc:
             conn.close()
-            raise requests.exceptions.ReadTimeout(f"engine call GET {path}") from exc
+            raise requests.exceptions.ReadTimeout(f"engine call {method} {path}") from exc
         except OSError as exc:
             conn.close()
-            raise requests.exceptions.ConnectionError(f"engine unreachable for GET {path}") from exc
+            raise requests.exceptions.ConnectionError(
+                f"engine unreachable for {method} {path}"
+            ) from exc
         if response.status >= 400:
             conn.close()
             _raise_api_error(response, data, url)
-        sock = conn.sock
         assert sock is not None
-        sock.settimeout(None)  # a log follows its container for as long as it runs
+        sock.settimeout(None)  # output follows its container for as long as it runs
         # The response holds the socket from here: closing it closes the socket for real.
         conn.sock = None
         sock.close()

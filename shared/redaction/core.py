@@ -6,6 +6,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,8 @@ def _gate_lines(view: TextView, gate: Gate) -> list[tuple[int, int]]:
     """Return the ``(start, end)`` of every line of ``view.text`` where ``gate`` matches."""
     text = view.text
     hay = _hay(view, gate)
+    if gate.split and hay.find(gate.run) != -1:  # type: ignore[arg-type]
+        return sorted({line for part in gate.split for line in _gate_lines(view, part)})
     lines: list[tuple[int, int]] = []
     pos = _next_hit(view, gate, hay, 0)
     while pos != -1:
@@ -104,6 +107,15 @@ def _probe(gate: Gate) -> Callable[[TextView], bool]:
     this test is most of their redaction time.
     """
     pattern, name = gate.pattern, gate.view
+    if gate.split:
+        whole = _probe(replace(gate, split=()))
+        parts = [_probe(part) for part in gate.split]
+        run = gate.run
+        return lambda view: (
+            any(probe(view) for probe in parts)
+            if _hay(view, gate).find(run) != -1  # type: ignore[arg-type]
+            else whole(view)
+        )
     if gate.check is None and isinstance(pattern, re.Pattern):
         search = pattern.search
         if name == "num":

@@ -199,3 +199,28 @@ def test_a_run_printing_50_mib_is_capped_with_exact_byte_counts(fleet: Fleet) ->
     assert run["logs"]["truncated"] is True
     blob = download(fleet, run["id"], "stdout")
     assert len(blob.content) == stdout["bytesKept"]
+
+
+def test_a_run_printing_past_the_engines_log_rotation_keeps_every_line(fleet: Fleet) -> None:
+    # The engine rotates a container's json-file log at 128 MB, and following that log loses
+    # lines or stops there (the run used to fail: its evaluation was never seen). The executor
+    # reads an attach instead; 140 MiB under a 150 MiB cap must all arrive, in order.
+    lines, width = 143_360, 1023
+    run = fleet.run(
+        run_request(
+            input={"action": "spam", "lines": lines, "width": width},
+            resources={"logCapMb": 150, "timeoutS": 240},
+        ),
+        timeout=300,
+    )
+    assert run["status"] == "succeeded", run["statusReason"]
+    assert run["evaluation"]["lines"] == lines
+    stdout = run["logs"]["streams"]["stdout"]
+    assert stdout["bytesKept"] == lines * (width + 1)
+    assert run["logs"]["truncated"] is True  # past the 1 MiB kept inline, not past the cap
+    blob = download(fleet, run["id"], "stdout").content
+    assert len(blob) == lines * (width + 1)
+    # Every 4096th line is where it belongs: none lost or repeated before it.
+    numbers = [int(blob[i : i + 8]) for i in range(0, len(blob), (width + 1) * 4096)]
+    assert numbers == list(range(0, lines, 4096))
+    assert blob.endswith(b"%08d " % (lines - 1) + b"x" * (width - 9) + b"\n")

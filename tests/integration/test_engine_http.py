@@ -95,7 +95,7 @@ def test_engine_errors_arrive_as_the_sdk_raises_them(
     with pytest.raises(docker.errors.NotFound):
         engine.remove_container(f"{name}-never-created", force=True)
     with pytest.raises(docker.errors.NotFound):
-        engine.stream(f"/containers/{name}-never-created/logs", {"stdout": 1})
+        engine.stream("GET", f"/containers/{name}-never-created/logs", {"stdout": 1})
 
 
 def test_a_wait_that_times_out_leaves_the_client_usable(
@@ -110,7 +110,9 @@ def test_a_wait_that_times_out_leaves_the_client_usable(
         resources=Resources(0.5, 64, 30),
         fleet=FLEET,
     )
-    container = docker_backend.start(client, spec, first_attempt=True)
+    started = docker_backend.start(client, spec, first_attempt=True)
+    container = started.container
+    started.output.close()
     try:
         engine = engine_http.for_client(client)
         with pytest.raises(requests.exceptions.ReadTimeout):

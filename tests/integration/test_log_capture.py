@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from psycopg_pool import ConnectionPool
 
 from services.executor.log_capture import LogCapture
@@ -86,6 +87,47 @@ def test_caps_keep_counting_what_they_do_not_keep(pool: ConnectionPool, tmp_path
     assert stats == {"bytesSeen": 500, "bytesKept": 250, "bytesInline": 100}
     assert cap.truncated and cap.overflowed
     assert len(store.get(log_path(str(run.id), "stdout"))) == 250
+
+
+@pytest.mark.parametrize("blob_cap", [12000, 1 << 20])
+def test_batches_keep_exactly_what_single_lines_keep(
+    pool: ConnectionPool, tmp_path: Path, blob_cap: int
+) -> None:
+    # A long output arrives in batches that are kept in one piece once the inline store is full
+    # (LogCapture._take_block, _keep_block); every figure must equal a line-at-a-time capture.
+    output = [f"{i:04d} mail user{i}@example.com".encode() for i in range(400)]
+    kept = []
+    for batch in (1, 37):
+        store = LocalBlobStore(tmp_path / str(batch), b"k" * 32)
+        run = running_run(pool)
+        cap = capture(pool, store, run, inline=500, cap=blob_cap)
+        for k in range(0, len(output), batch):
+            cap.sink_lines("stdout", output[k : k + batch])
+        for k in range(0, 80, batch):
+            cap.sink_lines("stderr", [b"warn " + raw for raw in output[k : min(k + batch, 80)]])
+        cap.sink_lines("stdout", [b"last", b'::sandbox-evaluation::{"ok": true}'])
+        cap.close()
+        with pool.connection() as conn:
+            stored = [(x.seq, x.stream, x.line) for x in run_logs.all_lines(conn, run.id)]
+        blobs = [store.get(log_path(str(run.id), name)) for name in ("stdout", "stderr")]
+        # Past the blob cap, lines are counted without going through the redactor, and the
+        # preview shows the last lines that did: batches reach that point at their own edge.
+        preview = cap.preview if not cap.overflowed else None
+        kept.append((stored, blobs, preview, cap.log_stats, cap.truncated, cap.evaluation_raw))
+    assert kept[0] == kept[1]
+    stored, blobs, preview, stats, truncated, evaluation = kept[1]
+    assert truncated and evaluation == '{"ok": true}'
+    assert len(stored) < 30 and stored[0] == (1, "stdout", "0000 mail [REDACTED:email]")
+    tail = b'last\n::sandbox-evaluation::{"ok": true}\n'
+    assert stats["stdout"]["bytesSeen"] == sum(len(raw) + 1 for raw in output) + len(tail)
+    assert blobs[0].decode().startswith("0000 mail [REDACTED:email]\n0001 mail")
+    total_kept = stats["stdout"]["bytesKept"] + stats["stderr"]["bytesKept"]
+    if blob_cap == 12000:
+        assert 12000 - 40 < total_kept <= 12000
+    else:
+        assert total_kept == sum(map(len, blobs))
+        assert blobs[0].decode().endswith("0399 mail [REDACTED:email]\nlast\n")
+        assert preview is not None and preview["tail"][-1]["line"] == "last"
 
 
 def test_a_second_follower_of_the_same_container_neither_loses_nor_repeats(

@@ -32,11 +32,15 @@ def test_every_hardening_flag_is_on(docker_client: docker.DockerClient, images: 
         nofile_limit=512,
     )
     lines: list[str] = []
-    container = docker_backend.start(docker_client, spec)
+    started = docker_backend.start(docker_client, spec)
     try:
-        attrs = docker_client.api.inspect_container(container.id)
+        attrs = docker_client.api.inspect_container(started.container.id)
         outcome = docker_backend.follow(
-            docker_client, container, 20, lambda _s, raws: lines.extend(r.decode() for r in raws)
+            docker_client,
+            started.container,
+            20,
+            lambda _s, raws: lines.extend(r.decode() for r in raws),
+            output=started.output,
         )
     finally:
         docker_backend.remove(docker_client, spec.run_id, spec.attempt)
