@@ -8,7 +8,10 @@ Needs the fleet from ``make up`` (api on 127.0.0.1:8000, pids in .run/). Writes 
 - saturation: bursts of trivial runs through the fleet, alternated with as many bare
   ``docker run``s at the executor's parallelism;
 - API ingest: sustained ``POST /api/sandbox/runs`` (dry runs) from wrk on loopback;
-- memory: RSS of each idle service, and of the executor per concurrent run.
+- memory: RSS of each idle service, and of the executor per concurrent run;
+- the log path (``make bench-logs``): print → SSE client latency next to ``docker run``'s own
+  stdout, and a flood through the executor next to ``docker run > /dev/null``;
+- redaction (``make bench-redact`` without its peers): MB/s on one core next to ``cat``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import requests
 from shared.auth import issue_token
 from shared.config import load_settings
 from shared.queues import ROUTES, TaskNames
+from shared.redaction import Redactor
 from shared.states import TERMINAL, RunStatus
+from tests.bench import logs_bench, redact_bench
 
 IMAGE = "localhost:5000/test-adapter:dev"
 PERSONA = "6f1c2a57-3b0e-4c55-9a51-0f4d7f1d2b11"
@@ -337,6 +342,64 @@ def memory(table: Table, api: str, session: requests.Session) -> None:
     )
 
 
+def log_path(table: Table, api: str, session: requests.Session, megabytes: int) -> None:
+    headers = {"Authorization": str(session.headers["Authorization"])}
+    ours = logs_bench.sse_latency(api, headers, 100)
+    base = logs_bench.docker_logs_latency(100)
+    for q, target in ((50, ""), (95, "≤ 250 ms")):
+        fleet_ms, base_ms = pct(ours, q) * 1000, pct(base, q) * 1000
+        table.add(
+            f"logs: print → SSE client p{q} (baseline: `docker run` stdout)",
+            fleet_ms,
+            base_ms,
+            "ms",
+            target,
+            fleet_ms <= 250 if target else None,
+        )
+    flood = logs_bench.flood(api, headers, megabytes)
+    whole = flood["status"] == "succeeded" and flood["mb"] >= flood["bare_mb"]
+    table.add(
+        f"logs: {megabytes} MiB printed, through the executor (baseline: `docker run > "
+        f"/dev/null`); the run {flood['status']}, {flood['mb']:.0f} of "
+        f"{flood['bare_mb']:.0f} MB seen",
+        flood["mb"] / flood["fleet_s"],
+        flood["bare_mb"] / flood["bare_s"],
+        "MB/s",
+        "succeeds, every byte seen",
+        whole,
+    )
+    table.add(
+        f"logs: executor peak RSS during that flood (idle {flood['idle_rss']:.0f} MiB)",
+        flood["peak_rss"],
+        None,
+        "MiB",
+        "< 150 MiB",
+        flood["peak_rss"] < 150,
+    )
+
+
+def redaction(table: Table, megabytes: int) -> None:
+    text = redact_bench.generate_log(megabytes * 1_000_000)
+    data = text.encode()
+    size = len(data) / 1e6
+    with tempfile.NamedTemporaryFile(suffix=".log") as f:
+        f.write(data)
+        f.flush()
+        cat_mbps = size / redact_bench.timed_child(["cat", f.name], None, 3)
+    whole = size / redact_bench.timed(lambda: Redactor().redact_text(text), 3)
+    chunks = size / redact_bench.timed(lambda: redact_bench.stream_redact(text, 64 * 1024), 3)
+    for label, mbps in (("whole text", whole), ("64 KiB chunks", chunks)):
+        table.add(
+            f"redaction, {label}: MB/s of CPU on one core ({size:.0f} MB generated log; "
+            "baseline: cat)",
+            mbps,
+            cat_mbps,
+            "MB/s",
+            "≥ 50 MB/s",
+            mbps >= 50,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--api", default="http://127.0.0.1:8000")
@@ -346,6 +409,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--ingest-seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--flood-mb", type=int, default=1024)
+    parser.add_argument("--redact-mb", type=int, default=32)
     args = parser.parse_args()
     token = issue_token(load_settings())
     session = requests.Session()
@@ -356,6 +421,8 @@ def main() -> None:
     saturation(table, args.api, session, args.burst, args.parallelism, args.rounds)
     ingest(table, args.api, token, args.ingest_seconds, args.connections)
     memory(table, args.api, session)
+    log_path(table, args.api, session, args.flood_mb)
+    redaction(table, args.redact_mb)
     Path(".run/bench.md").write_text("\n".join(table.rows) + "\n")
 
 
