@@ -50,6 +50,7 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
             run = fallback.run  # `auto`, and ACI refused the group: this attempt runs here
     log = {"runId": str(run_id), "attempt": run.attempt}
     client = rt.docker()
+    capture: LogCapture | None = None
     try:
         # A run claimed from ready (no takeover yet) has a brand-new attempt number that no
         # container can carry: skip the look-ups a takeover needs.
@@ -89,12 +90,15 @@ def execute_run(rt: Runtime, run_id: uuid.UUID) -> RunStatus | None:
         )
     except docker_backend.LeaseLost:
         logger.warning("another executor took the run over; detaching", extra=log)
+        _abandon(capture)
         return None
     except BackendUnavailable:
+        _abandon(capture)
         with rt.pool.connection() as conn:
             runs_db.release_lease(conn, run_id, attempt=run.attempt)
         raise
     except (ImageNotFound, BackendError) as exc:
+        _abandon(capture)
         return _platform_error(rt, run, owner, exc)
     capture.close()
     if outcome.cancelled or capture.revoked:
@@ -270,6 +274,11 @@ def _spec(rt: Runtime, run: runs_db.Run) -> docker_backend.ContainerSpec:
         nofile_limit=rt.settings.nofile_limit,
         image_digest=run.image_digest or "",
     )
+
+
+def _abandon(capture: LogCapture | None) -> None:
+    if capture is not None:
+        capture.abandon()
 
 
 def _heartbeat(rt: Runtime, run: runs_db.Run, owner: str, capture: LogCapture) -> Any:

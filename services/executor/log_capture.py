@@ -117,8 +117,14 @@ class LogCapture:
         self._preview_lines = preview_lines
         self._pending: list[LogLine] = []
         self._pending_blob = {name: bytearray() for name in STREAMS}
-        self._last_flush = time.monotonic()
+        self._last_flush = 0.0  # a run's first line goes out at once
         self._lock = threading.Lock()
+        # Lines left pending reach followers within ``flush_interval_s`` even when nothing is
+        # printed after them: a flusher thread (started on first need) waits for that moment.
+        self._due = threading.Condition(self._lock)
+        self._flusher: threading.Thread | None = None
+        self._flusher_idle = False  # waiting for lines, not for a deadline: wake it on new ones
+        self._closing = False
 
     @classmethod
     def for_run(cls, rt: Runtime, run: runs_db.Run, owner: str, fresh: bool = False) -> LogCapture:
@@ -155,6 +161,34 @@ class LogCapture:
                 or time.monotonic() - self._last_flush >= self.flush_interval_s
             ):
                 self._flush()
+            elif self._has_pending():
+                self._arm()
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending) or any(self._pending_blob.values())
+
+    def _arm(self) -> None:
+        """Make sure what is pending is flushed by its deadline (the caller holds the lock)."""
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_when_due, name=f"flush-{self.run_id}", daemon=True
+            )
+            self._flusher.start()
+        elif self._flusher_idle:
+            self._due.notify()
+
+    def _flush_when_due(self) -> None:
+        with self._lock:
+            while not self._closing:
+                self._flusher_idle = not self._has_pending()
+                if self._flusher_idle:
+                    self._due.wait()
+                    continue
+                left = self._last_flush + self.flush_interval_s - time.monotonic()
+                if left > 0:
+                    self._due.wait(left)
+                else:
+                    self._flush()
 
     def _take_block(self, stream: str, raws: list[bytes]) -> bool:
         """Take a batch in one piece when none of it is a replay or the evaluation.
@@ -275,6 +309,8 @@ class LogCapture:
         self._last_flush = time.monotonic()
         if self.revoked:
             self._pending = []
+            for buffer in self._pending_blob.values():
+                buffer.clear()
             return
         batch, self._pending = self._pending, []
         blob_batch = {s: bytes(b) for s, b in self._pending_blob.items() if b}
@@ -328,9 +364,17 @@ class LogCapture:
             # Followers also poll Postgres, so a lost announcement only delays them.
             logger.debug("could not announce log lines", exc_info=True)
 
+    def abandon(self) -> None:
+        """Stop the flusher without storing anything more: this attempt stops following here."""
+        with self._lock:
+            self._closing = True
+            self._due.notify()
+
     def close(self) -> None:
         """Flush what is buffered (including a half-open PEM block) and store it."""
         with self._lock:
+            self._closing = True
+            self._due.notify()
             for stream, redactor in self.streams.items():
                 for line in redactor.close():
                     self._keep(stream, line, inline=True)

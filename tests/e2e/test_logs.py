@@ -71,6 +71,23 @@ def test_a_follower_sees_lines_while_the_run_is_still_running(fleet: Fleet) -> N
     assert events[-1][1] == "end" and events[-1][2]["status"] == "succeeded"
 
 
+def test_a_line_followed_by_silence_arrives_before_the_next_is_printed(fleet: Fleet) -> None:
+    # An adapter prints, then works in silence: its line must not wait for the next one (the
+    # executor used to hold a line printed soon after the previous flush until more came).
+    run_id = fleet.submit(run_request(input={"action": "tick", "count": 2, "intervalMs": 4000}))
+    arrived: dict[str, float] = {}
+
+    def on_line(event: tuple[str | None, str, dict[str, Any]]) -> None:
+        if event[2]["line"].startswith("tick "):
+            arrived.setdefault(event[2]["line"].split()[1], time.time())
+
+    events = sse_events(fleet, run_id, on_line=on_line)
+    ticks = [d["line"] for _, kind, d in events if kind == "line" and d["line"].startswith("tick")]
+    assert [t.split()[1] for t in ticks] == ["0", "1"]
+    printed_second = float(ticks[1].split()[2])
+    assert arrived["0"] < printed_second
+
+
 def test_last_event_id_resumes_without_gaps_or_repeats(fleet: Fleet) -> None:
     run_id = fleet.submit(
         run_request(input={"action": "echo", "stdout": [f"l{i}" for i in range(8)]})

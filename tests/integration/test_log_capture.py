@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,27 @@ def test_lines_go_inline_to_the_blob_and_to_followers(pool: ConnectionPool, tmp_
     assert cap.preview["omitted"] == 2 and len(cap.preview["head"]) == 2
     assert cap.preview["tail"][-1]["line"] == "warn"
     assert cap.redaction_counts == {"email": 5}
+
+
+def test_lines_followed_by_silence_are_stored_without_waiting_for_more(
+    pool: ConnectionPool, tmp_path: Path
+) -> None:
+    store = LocalBlobStore(tmp_path, b"k" * 32)
+    run = running_run(pool)
+    published: list[str] = []
+    cap = capture(pool, store, run, published=published)
+    cap.sink("stdout", b"starting")
+    cap.sink("stdout", b"loading the model")  # then nothing more for a while
+    stored: list[str] = []
+    deadline = time.monotonic() + 10
+    while len(stored) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with pool.connection() as conn:
+            stored = [x.line for x in run_logs.all_lines(conn, run.id)]
+    assert stored == ["starting", "loading the model"]
+    assert store.get(log_path(str(run.id), "stdout")) == b"starting\nloading the model\n"
+    assert "loading the model" in published[-1]
+    cap.close()
 
 
 def test_caps_keep_counting_what_they_do_not_keep(pool: ConnectionPool, tmp_path: Path) -> None:
