@@ -34,6 +34,11 @@ _NEXT_MARKER = b"\n" + _MARKER
 
 Publisher = Callable[[str, str], None]
 
+# Pending lines go out once the output has paused this long (a flood never pauses and is stored
+# in batches of flush_interval_s), but never more often than every _MIN_FLUSH_S.
+_QUIET_S = 0.02
+_MIN_FLUSH_S = 0.02
+
 
 def _block(lines: list[str]) -> str:
     """Return lines as one text, each ending with a newline."""
@@ -119,11 +124,12 @@ class LogCapture:
         self._pending_blob = {name: bytearray() for name in STREAMS}
         self._last_flush = 0.0  # a run's first line goes out at once
         self._lock = threading.Lock()
-        # Lines left pending reach followers within ``flush_interval_s`` even when nothing is
-        # printed after them: a flusher thread (started on first need) waits for that moment.
+        # Lines left pending reach followers once the output pauses, and within
+        # ``flush_interval_s`` in any case: a flusher thread (started on first need) sees to it.
         self._due = threading.Condition(self._lock)
         self._flusher: threading.Thread | None = None
         self._flusher_idle = False  # waiting for lines, not for a deadline: wake it on new ones
+        self._last_sink = 0.0  # when lines last arrived and were left pending
         self._closing = False
 
     @classmethod
@@ -162,6 +168,7 @@ class LogCapture:
             ):
                 self._flush()
             elif self._has_pending():
+                self._last_sink = time.monotonic()
                 self._arm()
 
     def _has_pending(self) -> bool:
@@ -184,7 +191,13 @@ class LogCapture:
                 if self._flusher_idle:
                     self._due.wait()
                     continue
-                left = self._last_flush + self.flush_interval_s - time.monotonic()
+                # Due when the output pauses (a line nobody follows up at once), at most every
+                # _MIN_FLUSH_S; and at flush_interval_s however busy the output.
+                due = max(
+                    self._last_flush + _MIN_FLUSH_S,
+                    min(self._last_flush + self.flush_interval_s, self._last_sink + _QUIET_S),
+                )
+                left = due - time.monotonic()
                 if left > 0:
                     self._due.wait(left)
                 else:
