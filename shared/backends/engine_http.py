@@ -103,21 +103,13 @@ class EngineHTTP:
                 conn.request(method, url, body=payload, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
-            except TimeoutError as exc:
-                self._drop()
-                raise requests.exceptions.ReadTimeout(f"engine call {method} {path}") from exc
-            except _BROKEN as exc:
+            except OSError as exc:
                 self._drop()
                 # The engine closed a kept-alive connection while it sat idle: the request never
                 # reached it, so one fresh try is safe.
-                if first_try and was_open:
+                if first_try and was_open and isinstance(exc, _BROKEN):
                     continue
-                raise requests.exceptions.ConnectionError(f"engine call {method} {path}") from exc
-            except OSError as exc:
-                self._drop()
-                raise requests.exceptions.ConnectionError(
-                    f"engine unreachable for {method} {path}: {exc}"
-                ) from exc
+                raise _transport_error(exc, method, path) from exc
             if response.will_close:
                 self._drop()
             if response.status >= 400:
@@ -187,14 +179,9 @@ class EngineHTTP:
             sock = conn.sock  # the connection lets go of it when the response is read to close
             response = conn.getresponse()
             data = response.read() if response.status >= 400 else b""
-        except TimeoutError as exc:
-            conn.close()
-            raise requests.exceptions.ReadTimeout(f"engine call {method} {path}") from exc
         except OSError as exc:
             conn.close()
-            raise requests.exceptions.ConnectionError(
-                f"engine unreachable for {method} {path}"
-            ) from exc
+            raise _transport_error(exc, method, path) from exc
         if response.status >= 400:
             conn.close()
             _raise_api_error(response, data, url)
@@ -234,6 +221,15 @@ def _tls_context(api: Any) -> ssl.SSLContext:
     elif cert:
         context.load_cert_chain(cert)
     return context
+
+
+def _transport_error(exc: OSError, method: str, path: str) -> Exception:
+    """The requests exception the SDK raises for this socket error (see the module's docstring)."""
+    if isinstance(exc, TimeoutError):
+        return requests.exceptions.ReadTimeout(f"engine call {method} {path}")
+    if isinstance(exc, _BROKEN):
+        return requests.exceptions.ConnectionError(f"engine call {method} {path}")
+    return requests.exceptions.ConnectionError(f"engine unreachable for {method} {path}: {exc}")
 
 
 def _raise_api_error(response: http.client.HTTPResponse, data: bytes, url: str) -> None:
