@@ -164,6 +164,7 @@ def test_a_second_follower_of_the_same_container_neither_loses_nor_repeats(
     first._flush()  # the first executor stored 4 lines, then died
     for raw in output[4:6]:
         first.sink("stdout", raw)  # printed, appended nowhere yet
+    first.abandon()  # its process died: its flusher does not run any more
     with pool.connection() as conn:
         runs_db.release_lease(conn, run.id, attempt=run.attempt)
         taken = runs_db.transition(
